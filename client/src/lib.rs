@@ -1,0 +1,1 @@
+//! sluice-client: an async Kafka-protocol client.
