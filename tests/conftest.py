@@ -123,7 +123,7 @@ class Broker:
         self.expect_running = True
         line = self._wait_ready(timeout)
         m = READY_RE.match(line)
-        host, port, _hhost, hport = m.group(1), int(m.group(2)), m.group(3), int(m.group(4))
+        host, port, hport = m.group(1), int(m.group(2)), int(m.group(4))
         if self.port:
             assert port == self.port, f"restarted broker listens on {port}, asked for {self.port}"
         self.host, self.port, self.http_port = host, port, hport
