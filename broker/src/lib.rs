@@ -1,1 +1,17 @@
 //! Sluice broker: a Kafka-compatible broker.
+//!
+//! Data flows one way: [`network`] reads frames, [`protocol`] decodes them, [`apis`] handles
+//! them against the [`replica`] partitions and their [`log`], and responses go back in order.
+//! [`metadata`] holds the cluster's topics and the controller that changes them.
+
+pub mod apis;
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod metadata;
+pub mod metrics;
+pub mod network;
+pub mod protocol;
+pub mod replica;
+pub mod server;

@@ -1,0 +1,38 @@
+//! DescribeCluster: the brokers and the controller, as the metadata image knows them.
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::broker::Broker;
+
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+
+pub fn describe_cluster(broker: &Broker, request: DescribeClusterRequest) -> DescribeClusterResponse {
+    let mut response = DescribeClusterResponse::default();
+    response.endpoint_type = ENDPOINT_TYPE_BROKERS;
+    response.cluster_authorized_operations = i32::MIN;
+    if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
+        response.error_code = ResponseError::MismatchedEndpointType.code();
+        response.error_message = Some(StrBytes::from_static_str("Sluice brokers serve the broker endpoints only"));
+        return response;
+    }
+    response.cluster_id = StrBytes::from_string(broker.cluster_id.clone());
+    response.controller_id = BrokerId(broker.config.node_id);
+    response.brokers = broker
+        .metadata
+        .current()
+        .brokers
+        .values()
+        .map(|b| {
+            let mut r = DescribeClusterBroker::default();
+            r.broker_id = BrokerId(b.id);
+            r.host = StrBytes::from_string(b.host.clone());
+            r.port = i32::from(b.port);
+            r.rack = b.rack.clone().map(StrBytes::from_string);
+            r
+        })
+        .collect();
+    response
+}

@@ -1,0 +1,83 @@
+//! ListOffsets: earliest, latest, max-timestamp, or the first offset at or after a timestamp.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::replica::Partition;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut response = ListOffsetsResponse::default();
+    response.topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut r = ListOffsetsPartitionResponse::default();
+                    r.partition_index = p.partition_index;
+                    r.timestamp = -1;
+                    r.offset = -1;
+                    r.leader_epoch = -1;
+                    match broker.replicas.get(topic.name.0.as_str(), p.partition_index) {
+                        None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                        Some(partition) => {
+                            let epoch = partition.leader_epoch();
+                            if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
+                                r.error_code = ResponseError::FencedLeaderEpoch.code();
+                            } else if p.current_leader_epoch > epoch {
+                                r.error_code = ResponseError::UnknownLeaderEpoch.code();
+                            } else {
+                                match lookup(&partition, p.timestamp, ctx.version) {
+                                    Ok((offset, timestamp)) => {
+                                        r.offset = offset;
+                                        r.timestamp = timestamp;
+                                        r.leader_epoch = epoch;
+                                    }
+                                    Err(code) => r.error_code = code.code(),
+                                }
+                            }
+                        }
+                    }
+                    r
+                })
+                .collect();
+            let mut t = ListOffsetsTopicResponse::default();
+            t.name = topic.name;
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    response
+}
+
+/// `(offset, timestamp)` for one query; -1 for both when no record matches.
+fn lookup(partition: &Partition, timestamp: i64, version: i16) -> Result<(i64, i64), ResponseError> {
+    let storage = |e| {
+        tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "offset lookup failed");
+        ResponseError::KafkaStorageError
+    };
+    let hw = partition.high_watermark();
+    match timestamp {
+        LATEST => Ok((hw, -1)),
+        EARLIEST => Ok((partition.log_start_offset(), -1)),
+        MAX_TIMESTAMP if version >= 7 => Ok(partition.log().max_timestamp().map_err(storage)?.filter(|(o, _)| *o < hw).unwrap_or((-1, -1))),
+        ts if ts >= 0 => Ok(partition
+            .log()
+            .offset_for_timestamp(ts)
+            .map_err(storage)?
+            .filter(|(o, _)| *o < hw)
+            .unwrap_or((-1, -1))),
+        _ => Err(ResponseError::InvalidRequest),
+    }
+}

@@ -1,0 +1,112 @@
+//! Request handlers, one module per API family. `handle` decodes a request body, runs its
+//! handler and encodes the reply; the network layer only moves frames.
+
+mod api_versions;
+mod cluster;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod producer_id;
+mod topics;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::broker::Broker;
+use crate::protocol::versions::is_supported;
+use crate::protocol::{decode_body, encode_response, DecodeError, RequestFrame};
+
+/// What the connection sends back for one request, in request order.
+pub enum Reply {
+    /// No response at all (Produce with acks=0).
+    Nothing,
+    /// An encoded response frame.
+    Ready(Bytes),
+    /// A response that completes later (a long-poll fetch, a produce waiting for fsync).
+    /// Later requests on the connection are handled meanwhile; responses stay in order.
+    /// `None` closes the connection.
+    Later(Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>),
+    /// Close the connection (the response could not be encoded).
+    Close,
+}
+
+/// The parts of a request header a handler needs.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext {
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub received: Instant,
+}
+
+impl RequestContext {
+    /// Encodes `body` as this request's response and records its metrics.
+    pub fn respond<T: Encodable>(&self, broker: &Broker, body: &T) -> Option<Bytes> {
+        match encode_response(self.api, self.version, self.correlation_id, body) {
+            Ok(frame) => {
+                broker.metrics.record_request(self.api, self.received.elapsed(), frame.len());
+                Some(frame)
+            }
+            Err(e) => {
+                // Only values the protocol cannot carry get here; the connection is closed.
+                tracing::error!(api = ?self.api, version = self.version, error = %e, "cannot encode response");
+                None
+            }
+        }
+    }
+}
+
+/// Decodes and handles one request. An error closes the connection, as Kafka does for
+/// unknown APIs, unsupported versions (except ApiVersions) and malformed requests.
+pub async fn handle(broker: &Arc<Broker>, frame: RequestFrame) -> Result<Reply, DecodeError> {
+    let ctx = RequestContext {
+        api: frame.api,
+        version: frame.version,
+        correlation_id: frame.header.correlation_id,
+        received: Instant::now(),
+    };
+    if ctx.api == ApiKey::ApiVersions {
+        return Ok(ready(api_versions::handle(broker, &ctx, &frame)));
+    }
+    if !is_supported(ctx.api, ctx.version) {
+        return Err(DecodeError::Malformed {
+            api: ctx.api,
+            version: ctx.version,
+            reason: "unsupported API or version".into(),
+        });
+    }
+    let reply = match ctx.api {
+        ApiKey::Produce => return Ok(produce::handle(broker, ctx, body(&frame)?, frame.body.len())),
+        ApiKey::Fetch => return Ok(fetch::handle(broker, ctx, body(&frame)?)),
+        ApiKey::Metadata => ctx.respond(broker, &metadata::handle(broker, &ctx, body(&frame)?).await),
+        ApiKey::ListOffsets => ctx.respond(broker, &list_offsets::handle(broker, &ctx, body(&frame)?)),
+        ApiKey::CreateTopics => ctx.respond(broker, &topics::create_topics(broker, &ctx, body(&frame)?).await),
+        ApiKey::DeleteTopics => ctx.respond(broker, &topics::delete_topics(broker, &ctx, body(&frame)?).await),
+        ApiKey::CreatePartitions => ctx.respond(broker, &topics::create_partitions(broker, body(&frame)?).await),
+        ApiKey::DescribeConfigs => ctx.respond(broker, &configs::describe_configs(broker, &ctx, body(&frame)?)),
+        ApiKey::AlterConfigs => ctx.respond(broker, &configs::alter_configs(broker, body(&frame)?).await),
+        ApiKey::IncrementalAlterConfigs => {
+            ctx.respond(broker, &configs::incremental_alter_configs(broker, body(&frame)?).await)
+        }
+        ApiKey::DescribeCluster => ctx.respond(broker, &cluster::describe_cluster(broker, body(&frame)?)),
+        ApiKey::InitProducerId => ctx.respond(broker, &producer_id::init_producer_id(broker, body(&frame)?).await),
+        other => unreachable!("{other:?} is advertised in SUPPORTED_APIS but has no handler"),
+    };
+    Ok(ready(reply))
+}
+
+fn body<T: Decodable>(frame: &RequestFrame) -> Result<T, DecodeError> {
+    decode_body(frame)
+}
+
+fn ready(frame: Option<Bytes>) -> Reply {
+    frame.map_or(Reply::Close, Reply::Ready)
+}

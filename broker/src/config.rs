@@ -1,0 +1,441 @@
+//! Broker configuration: Kafka's property names, read from (lowest to highest precedence)
+//! built-in defaults, a properties file, `SLUICE_*` environment variables and `--set` flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Errors while building a [`BrokerConfig`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown broker config `{0}` (see the configuration reference in README.md)")]
+    UnknownKey(String),
+    #[error("invalid value `{value}` for `{key}`: {reason}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot read config file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: expected `key=value`")]
+    Syntax { path: PathBuf, line: usize },
+}
+
+/// When the log is fsynced relative to acknowledging a produce request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Acknowledge only after the data is fsynced; concurrent producers share one fsync
+    /// (group commit).
+    Sync,
+    /// Acknowledge once written to the OS; fsync every `log.flush.interval.ms` (Kafka's model,
+    /// which relies on replication rather than fsync for durability).
+    Interval,
+}
+
+/// Every broker setting, typed. Field docs name the Kafka property.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `node.id`
+    pub node_id: i32,
+    /// `listeners`: where the Kafka protocol is served (`HOST:PORT` or `PLAINTEXT://HOST:PORT`).
+    pub listener: SocketAddr,
+    /// `advertised.listeners`: the `HOST:PORT` clients are told to connect to. Defaults to the
+    /// bound listener address.
+    pub advertised_listener: Option<(String, u16)>,
+    /// `http.listener`: the HTTP side port for /metrics, /healthz, /readyz.
+    pub http_listener: SocketAddr,
+    /// `log.dirs`: the data directory.
+    pub data_dir: PathBuf,
+    /// `broker.rack`
+    pub rack: Option<String>,
+    /// `num.partitions`
+    pub num_partitions: i32,
+    /// `default.replication.factor`
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`
+    pub auto_create_topics: bool,
+    /// `message.max.bytes`: default for the topic config `max.message.bytes`.
+    pub message_max_bytes: usize,
+    /// `socket.request.max.bytes`: a larger request frame closes the connection.
+    pub socket_request_max_bytes: usize,
+    /// `queued.max.requests`: pipelined requests in flight per connection.
+    pub queued_max_requests: usize,
+    /// `log.segment.bytes`
+    pub log_segment_bytes: u64,
+    /// `log.roll.ms` (or `log.roll.hours`)
+    pub log_roll_ms: i64,
+    /// `log.retention.ms` (or `.minutes` / `.hours`); -1 keeps forever.
+    pub log_retention_ms: i64,
+    /// `log.retention.bytes`; -1 is unlimited.
+    pub log_retention_bytes: i64,
+    /// `log.retention.check.interval.ms`
+    pub log_retention_check_interval: Duration,
+    /// `log.index.interval.bytes`
+    pub log_index_interval_bytes: u32,
+    /// `log.index.size.max.bytes`
+    pub log_index_size_max_bytes: u32,
+    /// `log.message.timestamp.type`: `CreateTime` or `LogAppendTime`.
+    pub log_message_timestamp_type_log_append: bool,
+    /// `log.cleanup.policy`
+    pub log_cleanup_policy: String,
+    /// `min.insync.replicas`
+    pub min_insync_replicas: i32,
+    /// `log.flush.policy` (Sluice): `sync` or `interval`.
+    pub flush_policy: FlushPolicy,
+    /// `log.flush.interval.ms`
+    pub flush_interval: Duration,
+    /// `fetch.max.bytes`: cap on one fetch response, whatever the client asks for.
+    pub fetch_max_bytes: usize,
+    /// `cluster.id` (Sluice): fixed cluster id; generated and stored on first start otherwise.
+    pub cluster_id: Option<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 0,
+            listener: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_listener: None,
+            http_listener: SocketAddr::from(([127, 0, 0, 1], 9644)),
+            data_dir: PathBuf::from("./data"),
+            rack: None,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics: true,
+            message_max_bytes: 1_048_588,
+            socket_request_max_bytes: 104_857_600,
+            queued_max_requests: 500,
+            log_segment_bytes: 1 << 30,
+            log_roll_ms: 7 * 24 * 3_600_000,
+            log_retention_ms: 7 * 24 * 3_600_000,
+            log_retention_bytes: -1,
+            log_retention_check_interval: Duration::from_millis(300_000),
+            log_index_interval_bytes: 4096,
+            log_index_size_max_bytes: 10 * 1024 * 1024,
+            log_message_timestamp_type_log_append: false,
+            log_cleanup_policy: "delete".to_string(),
+            min_insync_replicas: 1,
+            flush_policy: FlushPolicy::Interval,
+            flush_interval: Duration::from_millis(1000),
+            fetch_max_bytes: 55 * 1024 * 1024,
+            cluster_id: None,
+        }
+    }
+}
+
+/// The property names this broker understands, for env lookup and error messages.
+pub const KNOWN_KEYS: &[&str] = &[
+    "node.id",
+    "broker.id",
+    "listeners",
+    "advertised.listeners",
+    "http.listener",
+    "log.dirs",
+    "log.dir",
+    "broker.rack",
+    "num.partitions",
+    "default.replication.factor",
+    "auto.create.topics.enable",
+    "message.max.bytes",
+    "socket.request.max.bytes",
+    "queued.max.requests",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.roll.hours",
+    "log.retention.ms",
+    "log.retention.minutes",
+    "log.retention.hours",
+    "log.retention.bytes",
+    "log.retention.check.interval.ms",
+    "log.index.interval.bytes",
+    "log.index.size.max.bytes",
+    "log.message.timestamp.type",
+    "log.cleanup.policy",
+    "min.insync.replicas",
+    "log.flush.policy",
+    "log.flush.interval.ms",
+    "fetch.max.bytes",
+    "cluster.id",
+];
+
+impl BrokerConfig {
+    /// Applies one `key=value` property.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let value = value.trim();
+        match key {
+            "node.id" | "broker.id" => self.node_id = parse(key, value)?,
+            "listeners" => self.listener = parse_listener(key, value)?,
+            "advertised.listeners" => {
+                let addr = strip_scheme(value);
+                let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid(key, value, "expected HOST:PORT"))?;
+                let port = port.parse().map_err(|_| invalid(key, value, "bad port"))?;
+                self.advertised_listener = Some((host.trim_matches(['[', ']']).to_string(), port));
+            }
+            "http.listener" => self.http_listener = parse_listener(key, value)?,
+            "log.dirs" | "log.dir" => {
+                // Kafka accepts a comma-separated list; Sluice uses one directory.
+                let first = value.split(',').next().unwrap_or_default();
+                if first.is_empty() {
+                    return Err(invalid(key, value, "empty path"));
+                }
+                self.data_dir = PathBuf::from(first);
+            }
+            "broker.rack" => self.rack = Some(value.to_string()).filter(|v| !v.is_empty()),
+            "num.partitions" => self.num_partitions = parse_positive(key, value)?,
+            "default.replication.factor" => {
+                self.default_replication_factor = parse_positive(key, value)?
+            }
+            "auto.create.topics.enable" => self.auto_create_topics = parse(key, value)?,
+            "message.max.bytes" => self.message_max_bytes = parse_positive(key, value)?,
+            "socket.request.max.bytes" => {
+                self.socket_request_max_bytes = parse_positive(key, value)?
+            }
+            "queued.max.requests" => self.queued_max_requests = parse_positive(key, value)?,
+            "log.segment.bytes" => self.log_segment_bytes = parse_positive(key, value)?,
+            "log.roll.ms" => self.log_roll_ms = parse_positive(key, value)?,
+            "log.roll.hours" => self.log_roll_ms = parse_positive::<i64>(key, value)? * 3_600_000,
+            "log.retention.ms" => self.log_retention_ms = parse_retention(key, value, 1)?,
+            "log.retention.minutes" => self.log_retention_ms = parse_retention(key, value, 60_000)?,
+            "log.retention.hours" => {
+                self.log_retention_ms = parse_retention(key, value, 3_600_000)?
+            }
+            "log.retention.bytes" => self.log_retention_bytes = parse_retention(key, value, 1)?,
+            "log.retention.check.interval.ms" => {
+                self.log_retention_check_interval =
+                    Duration::from_millis(parse_positive(key, value)?)
+            }
+            "log.index.interval.bytes" => {
+                self.log_index_interval_bytes = parse_positive(key, value)?
+            }
+            "log.index.size.max.bytes" => {
+                self.log_index_size_max_bytes = parse_positive(key, value)?
+            }
+            "log.message.timestamp.type" => {
+                self.log_message_timestamp_type_log_append = match value {
+                    "CreateTime" => false,
+                    "LogAppendTime" => true,
+                    _ => return Err(invalid(key, value, "expected CreateTime or LogAppendTime")),
+                }
+            }
+            "log.cleanup.policy" => {
+                if value != "delete" {
+                    return Err(invalid(key, value, "only `delete` is supported so far"));
+                }
+                self.log_cleanup_policy = value.to_string();
+            }
+            "min.insync.replicas" => self.min_insync_replicas = parse_positive(key, value)?,
+            "log.flush.policy" => {
+                self.flush_policy = match value {
+                    "sync" => FlushPolicy::Sync,
+                    "interval" => FlushPolicy::Interval,
+                    _ => return Err(invalid(key, value, "expected `sync` or `interval`")),
+                }
+            }
+            "log.flush.interval.ms" => {
+                self.flush_interval = Duration::from_millis(parse_positive(key, value)?)
+            }
+            "fetch.max.bytes" => self.fetch_max_bytes = parse_positive(key, value)?,
+            "cluster.id" => self.cluster_id = Some(value.to_string()).filter(|v| !v.is_empty()),
+            _ => return Err(ConfigError::UnknownKey(key.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Applies a Java-style properties file (`key=value` lines, `#` and `!` comments).
+    pub fn load_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        for (key, value) in parse_properties(&text).map_err(|line| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            line,
+        })? {
+            self.set(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `SLUICE_<NAME>` environment variables for every known key (`log.dirs` is
+    /// `SLUICE_LOG_DIRS`). Unrelated `SLUICE_*` variables are ignored.
+    pub fn load_env<I: IntoIterator<Item = (String, String)>>(
+        &mut self,
+        vars: I,
+    ) -> Result<(), ConfigError> {
+        let by_env: BTreeMap<String, &str> =
+            KNOWN_KEYS.iter().map(|k| (env_name(k), *k)).collect();
+        for (name, value) in vars {
+            if let Some(key) = by_env.get(&name) {
+                self.set(key, &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective broker settings, for DescribeConfigs on the broker resource.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let (adv_host, adv_port) = self.advertised(self.listener);
+        vec![
+            ("node.id", self.node_id.to_string()),
+            ("listeners", format!("PLAINTEXT://{}", self.listener)),
+            ("advertised.listeners", format!("PLAINTEXT://{adv_host}:{adv_port}")),
+            ("log.dirs", self.data_dir.display().to_string()),
+            ("num.partitions", self.num_partitions.to_string()),
+            ("default.replication.factor", self.default_replication_factor.to_string()),
+            ("auto.create.topics.enable", self.auto_create_topics.to_string()),
+            ("message.max.bytes", self.message_max_bytes.to_string()),
+            ("socket.request.max.bytes", self.socket_request_max_bytes.to_string()),
+            ("log.segment.bytes", self.log_segment_bytes.to_string()),
+            ("log.roll.ms", self.log_roll_ms.to_string()),
+            ("log.retention.ms", self.log_retention_ms.to_string()),
+            ("log.retention.bytes", self.log_retention_bytes.to_string()),
+            ("log.retention.check.interval.ms", self.log_retention_check_interval.as_millis().to_string()),
+            ("log.flush.policy", match self.flush_policy { FlushPolicy::Sync => "sync", FlushPolicy::Interval => "interval" }.to_string()),
+            ("log.flush.interval.ms", self.flush_interval.as_millis().to_string()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
+        ]
+    }
+
+    /// The host and port clients should connect to.
+    pub fn advertised(&self, bound: SocketAddr) -> (String, u16) {
+        match &self.advertised_listener {
+            Some((host, port)) => (host.clone(), *port),
+            None => (bound.ip().to_string(), bound.port()),
+        }
+    }
+}
+
+/// The environment variable that carries a property: `log.dirs` -> `SLUICE_LOG_DIRS`.
+pub fn env_name(key: &str) -> String {
+    format!("SLUICE_{}", key.replace('.', "_").to_uppercase())
+}
+
+/// Parses `key=value` lines; returns the 1-based line number of a malformed line.
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, usize> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let (k, v) = line.split_once(['=', ':']).ok_or(i + 1)?;
+        out.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(out)
+}
+
+fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(key, value, "not a valid value of the expected type"))
+}
+
+fn parse_positive<T: std::str::FromStr + PartialOrd + Default>(
+    key: &str,
+    value: &str,
+) -> Result<T, ConfigError> {
+    let v: T = parse(key, value)?;
+    if v <= T::default() {
+        return Err(invalid(key, value, "must be positive"));
+    }
+    Ok(v)
+}
+
+/// Retention values: -1 means unlimited, otherwise a positive amount times `unit`.
+fn parse_retention(key: &str, value: &str, unit: i64) -> Result<i64, ConfigError> {
+    let v: i64 = parse(key, value)?;
+    match v {
+        -1 => Ok(-1),
+        v if v >= 0 => v
+            .checked_mul(unit)
+            .ok_or_else(|| invalid(key, value, "too large")),
+        _ => Err(invalid(key, value, "must be -1 or >= 0")),
+    }
+}
+
+fn strip_scheme(value: &str) -> &str {
+    // Kafka lists `NAME://host:port[,...]`; Sluice serves one plaintext listener.
+    let first = value.split(',').next().unwrap_or_default().trim();
+    first.split_once("://").map_or(first, |(_, rest)| rest)
+}
+
+fn parse_listener(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let addr = strip_scheme(value);
+    // An empty host means all interfaces, as in Kafka's `PLAINTEXT://:9092`.
+    let addr = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.replace("localhost", "127.0.0.1")
+    };
+    addr.parse()
+        .map_err(|_| invalid(key, value, "expected HOST:PORT with an IP address host"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_style_listener_and_dirs() {
+        let mut c = BrokerConfig::default();
+        c.set("listeners", "PLAINTEXT://0.0.0.0:19092").unwrap();
+        c.set("log.dirs", "/var/lib/a,/var/lib/b").unwrap();
+        c.set("advertised.listeners", "PLAINTEXT://demo-0.demo:9092").unwrap();
+        assert_eq!(c.listener, "0.0.0.0:19092".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/a"));
+        assert_eq!(c.advertised_listener, Some(("demo-0.demo".to_string(), 9092)));
+        c.set("listeners", "PLAINTEXT://:9093").unwrap();
+        assert_eq!(c.listener.port(), 9093);
+    }
+
+    #[test]
+    fn retention_units_and_unlimited() {
+        let mut c = BrokerConfig::default();
+        c.set("log.retention.hours", "2").unwrap();
+        assert_eq!(c.log_retention_ms, 7_200_000);
+        c.set("log.retention.ms", "-1").unwrap();
+        assert_eq!(c.log_retention_ms, -1);
+        assert!(c.set("log.retention.ms", "-5").is_err());
+    }
+
+    #[test]
+    fn bad_values_and_keys_are_named() {
+        let mut c = BrokerConfig::default();
+        let e = c.set("num.partitions", "zero").unwrap_err().to_string();
+        assert!(e.contains("num.partitions"), "{e}");
+        assert!(c.set("num.partitions", "0").is_err());
+        assert!(matches!(c.set("no.such.key", "1"), Err(ConfigError::UnknownKey(_))));
+        assert!(c.set("log.flush.policy", "sometimes").is_err());
+    }
+
+    #[test]
+    fn env_maps_known_keys_and_ignores_others() {
+        let mut c = BrokerConfig::default();
+        c.load_env(vec![
+            ("SLUICE_NUM_PARTITIONS".to_string(), "6".to_string()),
+            ("SLUICE_BROKER_BIN".to_string(), "/x".to_string()),
+        ])
+        .unwrap();
+        assert_eq!(c.num_partitions, 6);
+    }
+
+    #[test]
+    fn properties_file_syntax() {
+        let props = parse_properties("# c\n\nnum.partitions = 3\nlog.dirs=/d\n").unwrap();
+        assert_eq!(props.len(), 2);
+        assert_eq!(parse_properties("ok=1\nbroken\n"), Err(2));
+    }
+}

@@ -1,0 +1,148 @@
+//! The in-memory metadata image: the state obtained by applying every metadata record in
+//! order. Answers Metadata, DescribeCluster and config lookups. Pure data, no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+
+use uuid::Uuid;
+
+use super::records::MetadataRecord;
+
+/// A broker as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// One partition's replica placement and leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionImage {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
+
+/// A topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: BTreeMap<i32, PartitionImage>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// All cluster metadata known to this broker.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    pub topics: BTreeMap<String, TopicImage>,
+    topic_names: HashMap<Uuid, String>,
+    /// The first producer id not yet handed out.
+    pub next_producer_id: i64,
+}
+
+impl MetadataImage {
+    /// Applies one record. Records referring to unknown topics are ignored: they can only
+    /// follow a deletion that raced them, and ignoring them is what replaying the log gives.
+    pub fn apply(&mut self, record: &MetadataRecord) {
+        match record {
+            MetadataRecord::RegisterBroker { id, host, port, rack } => {
+                self.brokers.insert(
+                    *id,
+                    BrokerInfo { id: *id, host: host.clone(), port: *port, rack: rack.clone() },
+                );
+            }
+            MetadataRecord::CreateTopic { name, id, configs } => {
+                self.topic_names.insert(*id, name.clone());
+                self.topics.insert(
+                    name.clone(),
+                    TopicImage {
+                        name: name.clone(),
+                        id: *id,
+                        partitions: BTreeMap::new(),
+                        configs: configs.clone(),
+                    },
+                );
+            }
+            MetadataRecord::CreatePartition { topic_id, partition, replicas, isr, leader, leader_epoch } => {
+                if let Some(topic) = self.topic_by_id_mut(topic_id) {
+                    topic.partitions.insert(
+                        *partition,
+                        PartitionImage {
+                            replicas: replicas.clone(),
+                            isr: isr.clone(),
+                            leader: *leader,
+                            leader_epoch: *leader_epoch,
+                        },
+                    );
+                }
+            }
+            MetadataRecord::DeleteTopic { id } => {
+                if let Some(name) = self.topic_names.remove(id) {
+                    self.topics.remove(&name);
+                }
+            }
+            MetadataRecord::SetTopicConfigs { topic_id, configs } => {
+                if let Some(topic) = self.topic_by_id_mut(topic_id) {
+                    topic.configs = configs.clone();
+                }
+            }
+            MetadataRecord::ProducerIdBlock { next_producer_id } => {
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
+            }
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
+        self.topic_names.get(id).and_then(|n| self.topics.get(n))
+    }
+
+    fn topic_by_id_mut(&mut self, id: &Uuid) -> Option<&mut TopicImage> {
+        let name = self.topic_names.get(id)?;
+        self.topics.get_mut(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaying_records_builds_topics_and_deletes_them() {
+        let id = Uuid::from_u128(7);
+        let mut image = MetadataImage::default();
+        for r in [
+            MetadataRecord::CreateTopic { name: "t".into(), id, configs: BTreeMap::new() },
+            MetadataRecord::CreatePartition {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![0],
+                isr: vec![0],
+                leader: 0,
+                leader_epoch: 0,
+            },
+            MetadataRecord::SetTopicConfigs {
+                topic_id: id,
+                configs: [("retention.ms".to_string(), "5".to_string())].into(),
+            },
+            MetadataRecord::ProducerIdBlock { next_producer_id: 1000 },
+        ] {
+            image.apply(&r);
+        }
+        let t = image.topic("t").unwrap();
+        assert_eq!(t.partitions.len(), 1);
+        assert_eq!(t.configs["retention.ms"], "5");
+        assert_eq!(image.topic_by_id(&id).unwrap().name, "t");
+        assert_eq!(image.next_producer_id, 1000);
+        image.apply(&MetadataRecord::DeleteTopic { id });
+        assert!(image.topic("t").is_none());
+        assert!(image.topic_by_id(&id).is_none());
+    }
+}

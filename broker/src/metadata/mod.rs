@@ -1,0 +1,14 @@
+//! Cluster metadata: the records that describe it, the image they build, where they are
+//! stored, and the controller that decides changes.
+
+pub mod controller;
+pub mod image;
+pub mod placement;
+pub mod records;
+pub mod store;
+pub mod topic_config;
+pub mod topic_name;
+
+pub use controller::{Controller, ControllerError, MetadataCache, MetadataListener, NewTopic};
+pub use image::{BrokerInfo, MetadataImage, PartitionImage, TopicImage};
+pub use records::MetadataRecord;

@@ -1,0 +1,4 @@
+//! The network layer: accepting connections and moving request and response frames.
+
+pub mod connection;
+pub mod frame;
