@@ -9,7 +9,13 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -19,6 +25,12 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest,
     FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
@@ -70,6 +82,8 @@ struct State {
     seen: Vec<(i16, i16, i32)>,
     /// Error code to answer the next Produce with.
     fail_next_produce: Option<i16>,
+    /// Dynamic topic configs.
+    configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 struct Fake {
@@ -171,6 +185,36 @@ impl Fake {
                     let req = CreateTopicsRequest::decode(&mut buf, v).unwrap();
                     Some(response_frame(api, v, corr, &self.create_topics(&req)))
                 }
+                ApiKey::DeleteTopics => {
+                    let req = DeleteTopicsRequest::decode(&mut buf, v).unwrap();
+                    Some(response_frame(api, v, corr, &self.delete_topics(&req, v)))
+                }
+                ApiKey::CreatePartitions => {
+                    let req = CreatePartitionsRequest::decode(&mut buf, v).unwrap();
+                    Some(response_frame(api, v, corr, &self.create_partitions(&req)))
+                }
+                ApiKey::DescribeConfigs => {
+                    let req = DescribeConfigsRequest::decode(&mut buf, v).unwrap();
+                    Some(response_frame(api, v, corr, &self.describe_configs(&req)))
+                }
+                ApiKey::AlterConfigs => {
+                    let req = AlterConfigsRequest::decode(&mut buf, v).unwrap();
+                    Some(response_frame(api, v, corr, &self.alter_configs(&req)))
+                }
+                ApiKey::IncrementalAlterConfigs => {
+                    let req = IncrementalAlterConfigsRequest::decode(&mut buf, v).unwrap();
+                    Some(response_frame(api, v, corr, &self.incremental_alter(&req)))
+                }
+                ApiKey::DescribeCluster => {
+                    let resp = DescribeClusterResponse::default()
+                        .with_cluster_id(StrBytes::from_static_str("fake-cluster"))
+                        .with_controller_id(BrokerId(1))
+                        .with_brokers(vec![DescribeClusterBroker::default()
+                            .with_broker_id(BrokerId(1))
+                            .with_host(StrBytes::from_static_str("127.0.0.1"))
+                            .with_port(9092)]);
+                    Some(response_frame(api, v, corr, &resp))
+                }
                 other => panic!("fake broker got unexpected {other:?}"),
             };
             if let Some(frame) = reply {
@@ -198,6 +242,12 @@ impl Fake {
             ApiKey::Fetch,
             ApiKey::ListOffsets,
             ApiKey::CreateTopics,
+            ApiKey::DeleteTopics,
+            ApiKey::CreatePartitions,
+            ApiKey::DescribeConfigs,
+            ApiKey::AlterConfigs,
+            ApiKey::IncrementalAlterConfigs,
+            ApiKey::DescribeCluster,
         ]
         .into_iter()
         .map(|k| range(k, k.valid_versions().min, k.valid_versions().max))
@@ -363,6 +413,111 @@ impl Fake {
             })
             .collect();
         CreateTopicsResponse::default().with_topics(results)
+    }
+}
+
+impl Fake {
+    fn delete_topics(&self, req: &DeleteTopicsRequest, v: i16) -> DeleteTopicsResponse {
+        let names: Vec<TopicName> = if v >= 6 {
+            req.topics.iter().map(|t| t.name.clone().unwrap()).collect()
+        } else {
+            req.topic_names.clone()
+        };
+        let responses = names
+            .into_iter()
+            .map(|name| {
+                let gone = self.state().topics.remove(name.0.as_str()).is_some();
+                DeletableTopicResult::default()
+                    .with_name(Some(name))
+                    .with_error_code(if gone { 0 } else { 3 })
+            })
+            .collect();
+        DeleteTopicsResponse::default().with_responses(responses)
+    }
+
+    fn create_partitions(&self, req: &CreatePartitionsRequest) -> CreatePartitionsResponse {
+        let t = &req.topics[0];
+        let mut state = self.state();
+        let (_, parts) = state.topics.get_mut(t.name.0.as_str()).unwrap();
+        let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let result = if t.count <= *parts {
+            result
+                .with_error_code(37)
+                .with_error_message(Some(StrBytes::from_static_str("cannot shrink")))
+        } else {
+            *parts = t.count;
+            result
+        };
+        CreatePartitionsResponse::default().with_results(vec![result])
+    }
+
+    fn describe_configs(&self, req: &DescribeConfigsRequest) -> DescribeConfigsResponse {
+        let r = &req.resources[0];
+        let state = self.state();
+        let dynamic = state
+            .configs
+            .get(r.resource_name.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let mut configs = vec![DescribeConfigsResourceResult::default()
+            .with_name(StrBytes::from_static_str("cleanup.policy"))
+            .with_value(Some(StrBytes::from_static_str("delete")))
+            .with_config_source(5)];
+        configs.extend(dynamic.into_iter().map(|(k, v)| {
+            DescribeConfigsResourceResult::default()
+                .with_name(StrBytes::from_string(k))
+                .with_value(Some(StrBytes::from_string(v)))
+                .with_config_source(1)
+        }));
+        DescribeConfigsResponse::default().with_results(vec![DescribeConfigsResult::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone())
+            .with_configs(configs)])
+    }
+
+    fn alter_configs(&self, req: &AlterConfigsRequest) -> AlterConfigsResponse {
+        let r = &req.resources[0];
+        let configs = r
+            .configs
+            .iter()
+            .map(|c| (c.name.to_string(), c.value.as_deref().unwrap().to_string()))
+            .collect();
+        self.state()
+            .configs
+            .insert(r.resource_name.to_string(), configs);
+        AlterConfigsResponse::default().with_responses(vec![
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone()),
+        ])
+    }
+
+    fn incremental_alter(
+        &self,
+        req: &IncrementalAlterConfigsRequest,
+    ) -> IncrementalAlterConfigsResponse {
+        let r = &req.resources[0];
+        let mut state = self.state();
+        let configs = state
+            .configs
+            .entry(r.resource_name.to_string())
+            .or_default();
+        for c in &r.configs {
+            match c.config_operation {
+                0 => {
+                    configs.insert(c.name.to_string(), c.value.as_deref().unwrap().to_string());
+                }
+                1 => {
+                    configs.remove(c.name.as_str());
+                }
+                op => panic!("unexpected op {op}"),
+            }
+        }
+        IncrementalAlterConfigsResponse::default().with_responses(vec![
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone()),
+        ])
     }
 }
 
@@ -752,4 +907,66 @@ async fn empty_bootstrap_is_rejected() {
         Client::connect(&none).await,
         Err(ClientError::InvalidArgument(_))
     ));
+}
+
+#[tokio::test]
+async fn client_admin_configs_partitions_delete_cluster() {
+    let fake = Fake::start(Behaviour::default()).await;
+    fake.add_topic("t", 1);
+    let client = Client::connect_with(&[fake.addr.as_str()], config())
+        .await
+        .unwrap();
+
+    let cluster = client.describe_cluster().await.unwrap();
+    assert_eq!(cluster.cluster_id, "fake-cluster");
+    assert_eq!(cluster.controller_id, 1);
+    assert_eq!(cluster.brokers[0].addr(), "127.0.0.1:9092");
+
+    let configs = client.describe_configs("t").await.unwrap();
+    assert!(configs["cleanup.policy"].is_default());
+    assert_eq!(configs["cleanup.policy"].value.as_deref(), Some("delete"));
+
+    client
+        .incremental_alter_configs("t", &[("retention.ms", "10"), ("segment.ms", "5")], &[])
+        .await
+        .unwrap();
+    client
+        .incremental_alter_configs("t", &[], &["segment.ms"])
+        .await
+        .unwrap();
+    let configs = client.describe_configs("t").await.unwrap();
+    assert_eq!(configs["retention.ms"].value.as_deref(), Some("10"));
+    assert!(!configs["retention.ms"].is_default());
+    assert!(!configs.contains_key("segment.ms"));
+
+    client
+        .alter_configs("t", &[("max.message.bytes", "100")])
+        .await
+        .unwrap();
+    let configs = client.describe_configs("t").await.unwrap();
+    assert!(
+        !configs.contains_key("retention.ms"),
+        "legacy alter replaces all"
+    );
+    assert_eq!(configs["max.message.bytes"].value.as_deref(), Some("100"));
+
+    client.create_partitions("t", 3).await.unwrap();
+    assert_eq!(
+        client.metadata(Some(&["t"])).await.unwrap().topics["t"]
+            .partitions
+            .len(),
+        3
+    );
+    let err = client.create_partitions("t", 2).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Kafka { code: 37, message: Some(m), .. } if m == "cannot shrink"),
+        "{err}"
+    );
+
+    let deleted = client.delete_topics(&["t", "nope"]).await.unwrap();
+    assert!(deleted["t"].is_ok());
+    assert_eq!(deleted["nope"].as_ref().unwrap_err().code(), Some(3));
+    let md = client.metadata(Some(&["t"])).await.unwrap();
+    assert_eq!(md.topics["t"].error_code, 3);
+    assert!(!client.cached_metadata().topics.contains_key("t"));
 }
