@@ -1,0 +1,346 @@
+//! Admin calls: topics, partitions, configs, cluster description.
+
+use indexmap::IndexMap;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::{
+    alter_configs_request, incremental_alter_configs_request, AlterConfigsRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+};
+use uuid::Uuid;
+
+use crate::client::{str_bytes, topic_name, Client};
+use crate::error::{check_error, ClientError};
+use crate::metadata::BrokerInfo;
+
+/// ConfigResource type for topics.
+const RESOURCE_TOPIC: i8 = 2;
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions (-1 = broker default).
+    pub partitions: i32,
+    /// Replication factor (-1 = broker default).
+    pub replication_factor: i16,
+    /// Topic configs (`retention.ms`, `cleanup.policy`, ...).
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    /// A topic with no explicit configs.
+    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i16) -> Self {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Add a config.
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// What the broker reports for a created (or validated) topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedTopic {
+    /// Topic name.
+    pub name: String,
+    /// Topic id (nil before CreateTopics v7).
+    pub topic_id: Uuid,
+    /// Partitions (-1 before CreateTopics v5).
+    pub partitions: i32,
+    /// Replication factor (-1 before CreateTopics v5).
+    pub replication_factor: i16,
+}
+
+/// One config of a described resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    /// Config name.
+    pub name: String,
+    /// Value (`None` when null or sensitive).
+    pub value: Option<String>,
+    /// Whether the config is read-only.
+    pub read_only: bool,
+    /// Whether the config is sensitive.
+    pub is_sensitive: bool,
+    /// Kafka ConfigSource: 1 dynamic topic, 4 static broker, 5 default, ...; -1 unknown.
+    pub source: i8,
+}
+
+impl ConfigEntry {
+    /// Whether the value is the broker default (ConfigSource DEFAULT_CONFIG).
+    pub fn is_default(&self) -> bool {
+        self.source == 5
+    }
+}
+
+/// A DescribeCluster response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Controller broker id, -1 when unknown.
+    pub controller_id: i32,
+    /// Brokers.
+    pub brokers: Vec<BrokerInfo>,
+}
+
+/// Per-topic outcomes of a batch admin call, in response order.
+pub type TopicResults<T> = IndexMap<String, Result<T, ClientError>>;
+
+impl Client {
+    fn admin_timeout_ms(&self) -> i32 {
+        i32::try_from(self.config.request_timeout.as_millis()).unwrap_or(i32::MAX)
+    }
+
+    /// Create topics (on the controller). The outer error is for the request as a whole;
+    /// each topic has its own outcome (e.g. 36 TOPIC_ALREADY_EXISTS).
+    pub async fn create_topics(
+        &self,
+        topics: &[NewTopic],
+        validate_only: bool,
+    ) -> Result<TopicResults<CreatedTopic>, ClientError> {
+        let req = CreateTopicsRequest::default()
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| {
+                        CreatableTopic::default()
+                            .with_name(topic_name(&t.name))
+                            .with_num_partitions(t.partitions)
+                            .with_replication_factor(t.replication_factor)
+                            .with_configs(
+                                t.configs
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        CreatableTopicConfig::default()
+                                            .with_name(str_bytes(k))
+                                            .with_value(Some(str_bytes(v)))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+            .with_timeout_ms(self.admin_timeout_ms())
+            .with_validate_only(validate_only);
+        let resp = self
+            .with_controller(|conn| {
+                let req = req.clone();
+                async move { conn.send(req).await }
+            })
+            .await?;
+        let mut out = IndexMap::new();
+        for t in resp.topics {
+            let name = t.name.0.to_string();
+            self.invalidate(&name);
+            let result = check_error(t.error_code, t.error_message.as_deref(), || {
+                format!("create topic {name}")
+            })
+            .map(|()| CreatedTopic {
+                name: name.clone(),
+                topic_id: t.topic_id,
+                partitions: t.num_partitions,
+                replication_factor: t.replication_factor,
+            });
+            out.insert(name, result);
+        }
+        Ok(out)
+    }
+
+    /// Delete topics by name (on the controller); per-topic outcomes as for
+    /// [`Client::create_topics`].
+    pub async fn delete_topics(&self, topics: &[&str]) -> Result<TopicResults<()>, ClientError> {
+        let req = DeleteTopicsRequest::default()
+            // v6+ carries `topics`, older versions `topic_names`; fill both.
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| DeleteTopicState::default().with_name(Some(topic_name(t))))
+                    .collect(),
+            )
+            .with_topic_names(topics.iter().map(|t| topic_name(t)).collect())
+            .with_timeout_ms(self.admin_timeout_ms());
+        let resp = self
+            .with_controller(|conn| {
+                let req = req.clone();
+                async move { conn.send(req).await }
+            })
+            .await?;
+        let mut out = IndexMap::new();
+        for t in resp.responses {
+            let name = t
+                .name
+                .map(|n| n.0.to_string())
+                .unwrap_or_else(|| t.topic_id.to_string());
+            self.invalidate(&name);
+            let result = check_error(t.error_code, t.error_message.as_deref(), || {
+                format!("delete topic {name}")
+            });
+            out.insert(name, result);
+        }
+        Ok(out)
+    }
+
+    /// Grow `topic` to `total` partitions.
+    pub async fn create_partitions(&self, topic: &str, total: i32) -> Result<(), ClientError> {
+        let req = CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(topic_name(topic))
+                .with_count(total)])
+            .with_timeout_ms(self.admin_timeout_ms());
+        let resp = self
+            .with_controller(|conn| {
+                let req = req.clone();
+                async move { conn.send(req).await }
+            })
+            .await?;
+        self.invalidate(topic);
+        let context = || format!("create partitions for {topic}");
+        let result = resp
+            .results
+            .iter()
+            .find(|r| *r.name.0 == *topic)
+            .ok_or_else(|| ClientError::protocol(context(), "topic missing from response"))?;
+        check_error(result.error_code, result.error_message.as_deref(), context)
+    }
+
+    /// All configs of `topic`, by name.
+    pub async fn describe_configs(
+        &self,
+        topic: &str,
+    ) -> Result<IndexMap<String, ConfigEntry>, ClientError> {
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(str_bytes(topic))
+                .with_configuration_keys(None),
+        ]);
+        let resp = self.any_connection().await?.send(req).await?;
+        let context = || format!("describe configs of topic {topic}");
+        let result = resp
+            .results
+            .into_iter()
+            .find(|r| r.resource_type == RESOURCE_TOPIC && *r.resource_name == *topic)
+            .ok_or_else(|| ClientError::protocol(context(), "topic missing from response"))?;
+        check_error(result.error_code, result.error_message.as_deref(), context)?;
+        Ok(result
+            .configs
+            .into_iter()
+            .map(|c| {
+                let entry = ConfigEntry {
+                    name: c.name.to_string(),
+                    value: c.value.map(|v| v.to_string()),
+                    read_only: c.read_only,
+                    is_sensitive: c.is_sensitive,
+                    source: c.config_source,
+                };
+                (entry.name.clone(), entry)
+            })
+            .collect())
+    }
+
+    /// Legacy AlterConfigs: replace the topic's whole dynamic config with `configs`.
+    pub async fn alter_configs(
+        &self,
+        topic: &str,
+        configs: &[(&str, &str)],
+    ) -> Result<(), ClientError> {
+        let req = AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(str_bytes(topic))
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            alter_configs_request::AlterableConfig::default()
+                                .with_name(str_bytes(k))
+                                .with_value(Some(str_bytes(v)))
+                        })
+                        .collect(),
+                ),
+        ]);
+        let resp = self.any_connection().await?.send(req).await?;
+        let context = || format!("alter configs of topic {topic}");
+        let r = resp
+            .responses
+            .iter()
+            .find(|r| *r.resource_name == *topic)
+            .ok_or_else(|| ClientError::protocol(context(), "topic missing from response"))?;
+        check_error(r.error_code, r.error_message.as_deref(), context)
+    }
+
+    /// IncrementalAlterConfigs: set the `set` pairs and delete the `delete` keys, leaving
+    /// other configs alone.
+    pub async fn incremental_alter_configs(
+        &self,
+        topic: &str,
+        set: &[(&str, &str)],
+        delete: &[&str],
+    ) -> Result<(), ClientError> {
+        let ops = set
+            .iter()
+            .map(|(k, v)| (k, OP_SET, Some(str_bytes(v))))
+            .chain(delete.iter().map(|k| (k, OP_DELETE, None)));
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(str_bytes(topic))
+                .with_configs(
+                    ops.map(|(k, op, value)| {
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(str_bytes(k))
+                            .with_config_operation(op)
+                            .with_value(value)
+                    })
+                    .collect(),
+                ),
+        ]);
+        let resp = self.any_connection().await?.send(req).await?;
+        let context = || format!("incremental alter configs of topic {topic}");
+        let r = resp
+            .responses
+            .iter()
+            .find(|r| *r.resource_name == *topic)
+            .ok_or_else(|| ClientError::protocol(context(), "topic missing from response"))?;
+        check_error(r.error_code, r.error_message.as_deref(), context)
+    }
+
+    /// DescribeCluster.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription, ClientError> {
+        let req = DescribeClusterRequest::default().with_endpoint_type(1);
+        let resp = self.any_connection().await?.send(req).await?;
+        check_error(resp.error_code, resp.error_message.as_deref(), || {
+            "describe cluster".to_string()
+        })?;
+        Ok(ClusterDescription {
+            cluster_id: resp.cluster_id.to_string(),
+            controller_id: resp.controller_id.0,
+            brokers: resp
+                .brokers
+                .iter()
+                .map(|b| BrokerInfo {
+                    id: b.broker_id.0,
+                    host: b.host.to_string(),
+                    port: b.port,
+                    rack: b.rack.as_ref().map(|r| r.to_string()),
+                })
+                .collect(),
+        })
+    }
+}
