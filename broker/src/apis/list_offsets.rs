@@ -42,7 +42,9 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, request: ListOffsetsRe
                                     Ok((offset, timestamp)) => {
                                         r.offset = offset;
                                         r.timestamp = timestamp;
-                                        r.leader_epoch = epoch;
+                                        if ctx.version >= 4 {
+                                            r.leader_epoch = epoch;
+                                        }
                                     }
                                     Err(code) => r.error_code = code.code(),
                                 }
