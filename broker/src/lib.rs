@@ -1,1 +1,2 @@
 //! Sluice broker: a Kafka-compatible broker.
+pub mod log;
