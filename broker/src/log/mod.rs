@@ -259,7 +259,10 @@ impl Log {
         let mut pos = 0usize;
         for h in &validated.headers {
             let on_buf = BatchHeader::parse(&records[pos..])?;
-            if on_buf.batch_length != h.batch_length || pos + h.total_len() > records.len() {
+            if on_buf.batch_length != h.batch_length
+                || h.last_offset_delta < 0
+                || pos + h.total_len() > records.len()
+            {
                 return Err(LogError::InvalidAppend(
                     "validated headers do not match the buffer".into(),
                 ));
@@ -510,6 +513,10 @@ impl Log {
             st.dir_dirty = false;
         }
         for p in &pending {
+            if st.truncations != truncations {
+                // Bytes may have been cut and rewritten since the snapshot.
+                break;
+            }
             if let Some(s) = st
                 .segments
                 .iter_mut()
@@ -650,7 +657,13 @@ impl Log {
         }
         let end = st.log_end_offset();
         st.flushed_offset = st.flushed_offset.min(end);
+        let active = Arc::clone(&st.active().log);
+        let active_path = st.active().log_path.clone();
         drop(st);
+        // Make the cut durable (outside the lock; truncation is rare): data a
+        // follower truncated must not reappear after a crash.
+        active.sync_all().ctx(&active_path)?;
+        checkpoint::sync_dir(&self.dir)?;
         remove_files(&doomed);
         Ok(())
     }

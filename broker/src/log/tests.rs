@@ -532,3 +532,70 @@ fn log_is_send_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Log>();
 }
+
+#[test]
+fn torn_middle_segment_drops_later_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), small_config()).unwrap();
+        fill(&log, 30);
+        assert!(log.num_segments() >= 4);
+    }
+    let mut logs: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let victim = &logs[1];
+    let len = fs::metadata(victim).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(victim)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    // Indexes that point past the end make the segment untrusted.
+    fs::remove_file(victim.with_extension("index")).unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.num_segments(), 2);
+    let all = read_all(&log);
+    assert_eq!(all.len() as i64, log.log_end_offset());
+    assert!(all.iter().enumerate().all(|(i, r)| r.0 == i as i64));
+    assert!(!logs[2].exists());
+}
+
+#[test]
+fn concurrent_readers_see_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| fill(&log, 200));
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut next = 0;
+                while next < 1_000 {
+                    let end = log.log_end_offset();
+                    if next == end {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    let r = log.read(next, 4096, end, true).unwrap();
+                    let recs = decode(&r.records);
+                    assert!(!recs.is_empty());
+                    let from = next;
+                    for rec in recs.iter().filter(|r| r.0 >= from) {
+                        assert_eq!(rec.0, next);
+                        next += 1;
+                    }
+                }
+            });
+        }
+        s.spawn(|| {
+            for _ in 0..20 {
+                log.flush().unwrap();
+            }
+        });
+    });
+    assert_eq!(log.flush().unwrap(), 1_000);
+}
