@@ -39,7 +39,9 @@ impl Broker {
 
 /// Milliseconds since the Unix epoch, Kafka's timestamp unit.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Resolves once `shutdown` says stop (or its sender is gone).

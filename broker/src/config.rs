@@ -172,7 +172,9 @@ impl BrokerConfig {
             "listeners" => self.listener = parse_listener(key, value)?,
             "advertised.listeners" => {
                 let addr = strip_scheme(value);
-                let (host, port) = addr.rsplit_once(':').ok_or_else(|| invalid(key, value, "expected HOST:PORT"))?;
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .ok_or_else(|| invalid(key, value, "expected HOST:PORT"))?;
                 let port = port.parse().map_err(|_| invalid(key, value, "bad port"))?;
                 self.advertised_listener = Some((host.trim_matches(['[', ']']).to_string(), port));
             }
@@ -267,8 +269,7 @@ impl BrokerConfig {
         &mut self,
         vars: I,
     ) -> Result<(), ConfigError> {
-        let by_env: BTreeMap<String, &str> =
-            KNOWN_KEYS.iter().map(|k| (env_name(k), *k)).collect();
+        let by_env: BTreeMap<String, &str> = KNOWN_KEYS.iter().map(|k| (env_name(k), *k)).collect();
         for (name, value) in vars {
             if let Some(key) = by_env.get(&name) {
                 self.set(key, &value)?;
@@ -283,20 +284,45 @@ impl BrokerConfig {
         vec![
             ("node.id", self.node_id.to_string()),
             ("listeners", format!("PLAINTEXT://{}", self.listener)),
-            ("advertised.listeners", format!("PLAINTEXT://{adv_host}:{adv_port}")),
+            (
+                "advertised.listeners",
+                format!("PLAINTEXT://{adv_host}:{adv_port}"),
+            ),
             ("log.dirs", self.data_dir.display().to_string()),
             ("num.partitions", self.num_partitions.to_string()),
-            ("default.replication.factor", self.default_replication_factor.to_string()),
-            ("auto.create.topics.enable", self.auto_create_topics.to_string()),
+            (
+                "default.replication.factor",
+                self.default_replication_factor.to_string(),
+            ),
+            (
+                "auto.create.topics.enable",
+                self.auto_create_topics.to_string(),
+            ),
             ("message.max.bytes", self.message_max_bytes.to_string()),
-            ("socket.request.max.bytes", self.socket_request_max_bytes.to_string()),
+            (
+                "socket.request.max.bytes",
+                self.socket_request_max_bytes.to_string(),
+            ),
             ("log.segment.bytes", self.log_segment_bytes.to_string()),
             ("log.roll.ms", self.log_roll_ms.to_string()),
             ("log.retention.ms", self.log_retention_ms.to_string()),
             ("log.retention.bytes", self.log_retention_bytes.to_string()),
-            ("log.retention.check.interval.ms", self.log_retention_check_interval.as_millis().to_string()),
-            ("log.flush.policy", match self.flush_policy { FlushPolicy::Sync => "sync", FlushPolicy::Interval => "interval" }.to_string()),
-            ("log.flush.interval.ms", self.flush_interval.as_millis().to_string()),
+            (
+                "log.retention.check.interval.ms",
+                self.log_retention_check_interval.as_millis().to_string(),
+            ),
+            (
+                "log.flush.policy",
+                match self.flush_policy {
+                    FlushPolicy::Sync => "sync",
+                    FlushPolicy::Interval => "interval",
+                }
+                .to_string(),
+            ),
+            (
+                "log.flush.interval.ms",
+                self.flush_interval.as_millis().to_string(),
+            ),
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
         ]
     }
@@ -393,10 +419,14 @@ mod tests {
         let mut c = BrokerConfig::default();
         c.set("listeners", "PLAINTEXT://0.0.0.0:19092").unwrap();
         c.set("log.dirs", "/var/lib/a,/var/lib/b").unwrap();
-        c.set("advertised.listeners", "PLAINTEXT://demo-0.demo:9092").unwrap();
+        c.set("advertised.listeners", "PLAINTEXT://demo-0.demo:9092")
+            .unwrap();
         assert_eq!(c.listener, "0.0.0.0:19092".parse().unwrap());
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/a"));
-        assert_eq!(c.advertised_listener, Some(("demo-0.demo".to_string(), 9092)));
+        assert_eq!(
+            c.advertised_listener,
+            Some(("demo-0.demo".to_string(), 9092))
+        );
         c.set("listeners", "PLAINTEXT://:9093").unwrap();
         assert_eq!(c.listener.port(), 9093);
     }
@@ -417,7 +447,10 @@ mod tests {
         let e = c.set("num.partitions", "zero").unwrap_err().to_string();
         assert!(e.contains("num.partitions"), "{e}");
         assert!(c.set("num.partitions", "0").is_err());
-        assert!(matches!(c.set("no.such.key", "1"), Err(ConfigError::UnknownKey(_))));
+        assert!(matches!(
+            c.set("no.such.key", "1"),
+            Err(ConfigError::UnknownKey(_))
+        ));
         assert!(c.set("log.flush.policy", "sometimes").is_err());
     }
 

@@ -13,14 +13,21 @@ use tokio::sync::watch;
 
 use crate::broker::{stopped, Broker};
 
-pub async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(broker);
     let stop = async move { stopped(&mut shutdown).await };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         tracing::error!(error = %e, "HTTP side port failed");
     }
 }
@@ -37,7 +44,19 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let partitions = broker.replicas.all();
     let m = &broker.metrics;
     m.partitions.set(partitions.len() as i64);
-    m.log_size_bytes.set(partitions.iter().map(|p| p.log().size_bytes() as i64).sum());
-    m.segments.set(partitions.iter().map(|p| p.log().num_segments() as i64).sum());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.encode())
+    m.log_size_bytes
+        .set(partitions.iter().map(|p| p.log().size_bytes() as i64).sum());
+    m.segments.set(
+        partitions
+            .iter()
+            .map(|p| p.log().num_segments() as i64)
+            .sum(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.encode(),
+    )
 }

@@ -40,13 +40,20 @@ fn build_config(args: &Args) -> Result<BrokerConfig, String> {
     if let Some(path) = &args.config {
         config.load_file(path).map_err(|e| e.to_string())?;
     }
-    config.load_env(std::env::vars()).map_err(|e| e.to_string())?;
+    config
+        .load_env(std::env::vars())
+        .map_err(|e| e.to_string())?;
     for kv in &args.set {
-        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--set expects KEY=VALUE, got `{kv}`"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--set expects KEY=VALUE, got `{kv}`"))?;
         config.set(k.trim(), v).map_err(|e| e.to_string())?;
     }
     let flags = [
-        ("log.dirs", args.data_dir.as_ref().map(|p| p.display().to_string())),
+        (
+            "log.dirs",
+            args.data_dir.as_ref().map(|p| p.display().to_string()),
+        ),
         ("listeners", args.listener.clone()),
         ("advertised.listeners", args.advertised_listener.clone()),
         ("http.listener", args.http_listener.clone()),
@@ -91,7 +98,10 @@ fn main() -> ExitCode {
             }
         };
         // The one line on stdout: scripts and tests wait for it.
-        println!("sluice-broker ready kafka={} http={}", running.kafka_addr, running.http_addr);
+        println!(
+            "sluice-broker ready kafka={} http={}",
+            running.kafka_addr, running.http_addr
+        );
         wait_for_signal().await;
         running.shutdown().await;
         ExitCode::SUCCESS

@@ -42,7 +42,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("sluice");
         let requests = Family::<ApiLabel, Counter>::default();
         // 50 µs .. ~26 s: covers a cached fetch up to a long poll.
-        let latency = Family::<ApiLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.00005, 2.0, 20)));
+        let latency = Family::<ApiLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+        });
         let m = Metrics {
             requests: requests.clone(),
             latency: latency.clone(),
@@ -57,22 +59,58 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("requests", "Requests handled, by API", requests);
-        registry.register("request_duration_seconds", "Time from request decoded to response encoded, by API", latency);
-        registry.register("response_bytes", "Bytes of encoded responses", m.response_bytes.clone());
-        registry.register("bytes_in", "Bytes of produce requests received", m.bytes_in.clone());
-        registry.register("bytes_out", "Record bytes served by fetch", m.bytes_out.clone());
-        registry.register("produced_record_bytes", "Record batch bytes appended to logs", m.produced_bytes.clone());
-        registry.register("connections", "Open client connections", m.connections.clone());
-        registry.register("partitions", "Partitions hosted by this broker", m.partitions.clone());
-        registry.register("log_size_bytes", "Bytes of log segments on disk", m.log_size_bytes.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request decoded to response encoded, by API",
+            latency,
+        );
+        registry.register(
+            "response_bytes",
+            "Bytes of encoded responses",
+            m.response_bytes.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "Bytes of produce requests received",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "bytes_out",
+            "Record bytes served by fetch",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "produced_record_bytes",
+            "Record batch bytes appended to logs",
+            m.produced_bytes.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "partitions",
+            "Partitions hosted by this broker",
+            m.partitions.clone(),
+        );
+        registry.register(
+            "log_size_bytes",
+            "Bytes of log segments on disk",
+            m.log_size_bytes.clone(),
+        );
         registry.register("log_segments", "Log segments on disk", m.segments.clone());
         Metrics { registry, ..m }
     }
 
     pub fn record_request(&self, api: ApiKey, elapsed: Duration, response_bytes: usize) {
-        let label = ApiLabel { api: format!("{api:?}") };
+        let label = ApiLabel {
+            api: format!("{api:?}"),
+        };
         self.requests.get_or_create(&label).inc();
-        self.latency.get_or_create(&label).observe(elapsed.as_secs_f64());
+        self.latency
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
         self.response_bytes.inc_by(response_bytes as u64);
     }
 
@@ -91,7 +129,8 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

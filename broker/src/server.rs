@@ -27,13 +27,24 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot use data directory {path}: {source}")]
-    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Metadata(#[from] crate::metadata::store::StoreError),
     #[error("data directory {path} belongs to {what} `{found}`, but this broker is configured with `{configured}`")]
-    Identity { path: std::path::PathBuf, what: &'static str, found: String, configured: String },
+    Identity {
+        path: std::path::PathBuf,
+        what: &'static str,
+        found: String,
+        configured: String,
+    },
     #[error("cannot register the broker: {0}")]
     Register(#[from] crate::metadata::ControllerError),
 }
@@ -50,14 +61,34 @@ pub struct RunningBroker {
 /// Starts a broker: everything is ready to serve when this returns.
 pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir { path: data_dir.clone(), source })?;
+    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     let cluster_id = load_identity(&data_dir, &config)?;
 
-    let kafka = TcpListener::bind(config.listener).await.map_err(|source| StartError::Bind { addr: config.listener, source })?;
-    let kafka_addr = kafka.local_addr().map_err(|source| StartError::Bind { addr: config.listener, source })?;
-    let http_listener =
-        TcpListener::bind(config.http_listener).await.map_err(|source| StartError::Bind { addr: config.http_listener, source })?;
-    let http_addr = http_listener.local_addr().map_err(|source| StartError::Bind { addr: config.http_listener, source })?;
+    let kafka = TcpListener::bind(config.listener)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listener,
+            source,
+        })?;
+    let kafka_addr = kafka.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listener,
+        source,
+    })?;
+    let http_listener = TcpListener::bind(config.http_listener)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.http_listener,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.http_listener,
+            source,
+        })?;
 
     let config = Arc::new(config);
     let replicas = Arc::new(ReplicaManager::new(config.clone()));
@@ -66,12 +97,22 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     // Opening partitions recovers their logs: blocking work, off the async workers.
     let (controller, replicas) = {
         let (metadata, replicas) = (metadata.clone(), replicas.clone());
-        tokio::task::spawn_blocking(move || (Controller::new(store, records, metadata, replicas.clone()), replicas))
-            .await
-            .expect("opening the metadata and partitions does not panic")
+        tokio::task::spawn_blocking(move || {
+            (
+                Controller::new(store, records, metadata, replicas.clone()),
+                replicas,
+            )
+        })
+        .await
+        .expect("opening the metadata and partitions does not panic")
     };
     let (host, port) = config.advertised(kafka_addr);
-    controller.register_broker(BrokerInfo { id: config.node_id, host, port, rack: config.rack.clone() })?;
+    controller.register_broker(BrokerInfo {
+        id: config.node_id,
+        host,
+        port,
+        rack: config.rack.clone(),
+    })?;
 
     let broker = Arc::new(Broker {
         config: config.clone(),
@@ -85,14 +126,24 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(broker.clone(), kafka, shutdown_rx.clone()));
-    tasks.spawn(http::serve(broker.clone(), http_listener, shutdown_rx.clone()));
+    tasks.spawn(http::serve(
+        broker.clone(),
+        http_listener,
+        shutdown_rx.clone(),
+    ));
     tasks.spawn(retention_loop(broker.clone(), shutdown_rx.clone()));
     if config.flush_policy == FlushPolicy::Interval {
         tasks.spawn(flush_loop(broker.clone(), shutdown_rx));
     }
     broker.ready.store(true, Ordering::Release);
     tracing::info!(%kafka_addr, %http_addr, node_id = config.node_id, cluster_id = %broker.cluster_id, "broker started");
-    Ok(RunningBroker { broker, kafka_addr, http_addr, shutdown, tasks })
+    Ok(RunningBroker {
+        broker,
+        kafka_addr,
+        http_addr,
+        shutdown,
+        tasks,
+    })
 }
 
 impl RunningBroker {
@@ -101,7 +152,12 @@ impl RunningBroker {
     pub async fn shutdown(mut self) {
         self.broker.ready.store(false, Ordering::Release);
         let _ = self.shutdown.send(true);
-        if tokio::time::timeout(DRAIN_TIMEOUT, async { while self.tasks.join_next().await.is_some() {} }).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
             tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; closing logs anyway");
             self.tasks.abort_all();
         }
@@ -183,24 +239,43 @@ async fn flush_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
 /// directory is never silently reused by another cluster or node.
 fn load_identity(dir: &Path, config: &BrokerConfig) -> Result<String, StartError> {
     let path = dir.join("meta.properties");
-    let io = |source| StartError::DataDir { path: path.clone(), source };
+    let io = |source| StartError::DataDir {
+        path: path.clone(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let props: std::collections::HashMap<String, String> =
-                crate::config::parse_properties(&text).unwrap_or_default().into_iter().collect();
+                crate::config::parse_properties(&text)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
             let found_cluster = props.get("cluster.id").cloned().unwrap_or_default();
             let found_node = props.get("node.id").cloned().unwrap_or_default();
             if let Some(configured) = config.cluster_id.as_ref().filter(|c| **c != found_cluster) {
-                return Err(StartError::Identity { path, what: "cluster", found: found_cluster, configured: configured.clone() });
+                return Err(StartError::Identity {
+                    path,
+                    what: "cluster",
+                    found: found_cluster,
+                    configured: configured.clone(),
+                });
             }
             if found_node != config.node_id.to_string() {
-                return Err(StartError::Identity { path, what: "node", found: found_node, configured: config.node_id.to_string() });
+                return Err(StartError::Identity {
+                    path,
+                    what: "node",
+                    found: found_node,
+                    configured: config.node_id.to_string(),
+                });
             }
             Ok(found_cluster)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let cluster_id = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
-            let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={}\n", config.node_id);
+            let text = format!(
+                "version=1\ncluster.id={cluster_id}\nnode.id={}\n",
+                config.node_id
+            );
             let tmp = dir.join("meta.properties.tmp");
             std::fs::write(&tmp, text).map_err(io)?;
             std::fs::rename(&tmp, &path).map_err(io)?;
@@ -214,5 +289,7 @@ fn load_identity(dir: &Path, config: &BrokerConfig) -> Result<String, StartError
 fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits = uuid::Uuid::new_v4().as_u128();
-    (0..22).map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char).collect()
+    (0..22)
+        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+        .collect()
 }

@@ -15,7 +15,12 @@ pub fn handle(broker: &Broker, ctx: &RequestContext, frame: &RequestFrame) -> Op
     let mut response = ApiVersionsResponse::default();
     response.api_keys = SUPPORTED_APIS
         .iter()
-        .map(|&(api, min, max)| ApiVersion::default().with_api_key(api as i16).with_min_version(min).with_max_version(max))
+        .map(|&(api, min, max)| {
+            ApiVersion::default()
+                .with_api_key(api as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
         .collect();
     // Feature fields (tagged in v3) stay at their defaults and are therefore not written: older
     // librdkafka (2.0.x) misreads responses that carry them, and Kafka leaves them out too.

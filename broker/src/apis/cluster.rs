@@ -9,13 +9,18 @@ use crate::broker::Broker;
 
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
-pub fn describe_cluster(broker: &Broker, request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    broker: &Broker,
+    request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let mut response = DescribeClusterResponse::default();
     response.endpoint_type = ENDPOINT_TYPE_BROKERS;
     response.cluster_authorized_operations = i32::MIN;
     if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         response.error_code = ResponseError::MismatchedEndpointType.code();
-        response.error_message = Some(StrBytes::from_static_str("Sluice brokers serve the broker endpoints only"));
+        response.error_message = Some(StrBytes::from_static_str(
+            "Sluice brokers serve the broker endpoints only",
+        ));
         return response;
     }
     response.cluster_id = StrBytes::from_string(broker.cluster_id.clone());

@@ -8,8 +8,9 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
-    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -32,22 +33,38 @@ fn s(v: impl Into<String>) -> StrBytes {
 }
 
 fn err(code: ResponseError, message: impl Into<String>) -> ControllerError {
-    ControllerError { code, message: message.into() }
+    ControllerError {
+        code,
+        message: message.into(),
+    }
 }
 
-pub fn describe_configs(broker: &Broker, ctx: &RequestContext, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn describe_configs(
+    broker: &Broker,
+    ctx: &RequestContext,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let image = broker.metadata.current();
     let mut response = DescribeConfigsResponse::default();
     for resource in request.resources {
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
-        let wanted = |name: &str| resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
+        let wanted = |name: &str| {
+            resource
+                .configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+        };
         match resource.resource_type {
             RESOURCE_TOPIC => match image.topic(resource.resource_name.as_str()) {
                 Some(topic) => {
-                    for def in topic_config::TOPIC_CONFIGS.iter().filter(|d| wanted(d.name)) {
-                        let (value, source) = topic_config::effective(&broker.config, &topic.configs, def);
+                    for def in topic_config::TOPIC_CONFIGS
+                        .iter()
+                        .filter(|d| wanted(d.name))
+                    {
+                        let (value, source) =
+                            topic_config::effective(&broker.config, &topic.configs, def);
                         let mut c = DescribeConfigsResourceResult::default();
                         c.name = StrBytes::from_static_str(def.name);
                         c.value = Some(s(value));
@@ -64,16 +81,27 @@ pub fn describe_configs(broker: &Broker, ctx: &RequestContext, request: Describe
                 }
                 None => {
                     result.error_code = ResponseError::UnknownTopicOrPartition.code();
-                    result.error_message = Some(s(format!("topic `{}` does not exist", resource.resource_name.as_str())));
+                    result.error_message = Some(s(format!(
+                        "topic `{}` does not exist",
+                        resource.resource_name.as_str()
+                    )));
                 }
             },
             RESOURCE_BROKER => {
                 let name = resource.resource_name.as_str();
                 if !name.is_empty() && name != broker.config.node_id.to_string() {
                     result.error_code = ResponseError::InvalidRequest.code();
-                    result.error_message = Some(s(format!("this is broker {}, not `{name}`", broker.config.node_id)));
+                    result.error_message = Some(s(format!(
+                        "this is broker {}, not `{name}`",
+                        broker.config.node_id
+                    )));
                 } else {
-                    for (key, value) in broker.config.describe().into_iter().filter(|(k, _)| wanted(k)) {
+                    for (key, value) in broker
+                        .config
+                        .describe()
+                        .into_iter()
+                        .filter(|(k, _)| wanted(k))
+                    {
                         let mut c = DescribeConfigsResourceResult::default();
                         c.name = StrBytes::from_static_str(key);
                         c.value = Some(s(value));
@@ -94,7 +122,11 @@ pub fn describe_configs(broker: &Broker, ctx: &RequestContext, request: Describe
     response
 }
 
-fn synonyms(broker: &Broker, overrides: &BTreeMap<String, String>, def: &topic_config::TopicConfigDef) -> Vec<DescribeConfigsSynonym> {
+fn synonyms(
+    broker: &Broker,
+    overrides: &BTreeMap<String, String>,
+    def: &topic_config::TopicConfigDef,
+) -> Vec<DescribeConfigsSynonym> {
     let mut out = Vec::new();
     let synonym = |name: &'static str, value: String, source: ConfigSource| {
         let mut syn = DescribeConfigsSynonym::default();
@@ -112,20 +144,38 @@ fn synonyms(broker: &Broker, overrides: &BTreeMap<String, String>, def: &topic_c
 }
 
 /// Checks that a resource names an existing topic; broker configs cannot be altered.
-fn topic_target(broker: &Broker, resource_type: i8, name: &str) -> Result<BTreeMap<String, String>, ControllerError> {
+fn topic_target(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+) -> Result<BTreeMap<String, String>, ControllerError> {
     match resource_type {
         RESOURCE_TOPIC => broker
             .metadata
             .current()
             .topic(name)
             .map(|t| t.configs.clone())
-            .ok_or_else(|| err(ResponseError::UnknownTopicOrPartition, format!("topic `{name}` does not exist"))),
-        RESOURCE_BROKER => Err(err(ResponseError::InvalidRequest, "broker configs are static: set them in the broker's configuration and restart")),
-        other => Err(err(ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
+            .ok_or_else(|| {
+                err(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic `{name}` does not exist"),
+                )
+            }),
+        RESOURCE_BROKER => Err(err(
+            ResponseError::InvalidRequest,
+            "broker configs are static: set them in the broker's configuration and restart",
+        )),
+        other => Err(err(
+            ResponseError::InvalidRequest,
+            format!("resource type {other} is not supported"),
+        )),
     }
 }
 
-pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter_configs(
+    broker: &Arc<Broker>,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut response = AlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
@@ -139,7 +189,9 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
                     .collect();
                 let validate_only = request.validate_only;
                 let topic = name.clone();
-                broker.control(move |c| c.set_topic_configs(&topic, configs, validate_only)).await
+                broker
+                    .control(move |c| c.set_topic_configs(&topic, configs, validate_only))
+                    .await
             }
             Err(e) => Err(e),
         };
@@ -155,7 +207,10 @@ pub async fn alter_configs(broker: &Arc<Broker>, request: AlterConfigsRequest) -
     response
 }
 
-pub async fn incremental_alter_configs(broker: &Arc<Broker>, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn incremental_alter_configs(
+    broker: &Arc<Broker>,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
@@ -164,7 +219,9 @@ pub async fn incremental_alter_configs(broker: &Arc<Broker>, request: Incrementa
                 Ok(configs) => {
                     let validate_only = request.validate_only;
                     let topic = name.clone();
-                    broker.control(move |c| c.set_topic_configs(&topic, configs, validate_only)).await
+                    broker
+                        .control(move |c| c.set_topic_configs(&topic, configs, validate_only))
+                        .await
                 }
                 Err(e) => Err(e),
             },
@@ -191,7 +248,8 @@ fn apply_operations(
     let invalid = |m: String| err(ResponseError::InvalidConfig, m);
     for op in ops {
         let name = op.name.as_str();
-        let def = topic_config::definition(name).ok_or_else(|| invalid(format!("unknown or unsupported topic config `{name}`")))?;
+        let def = topic_config::definition(name)
+            .ok_or_else(|| invalid(format!("unknown or unsupported topic config `{name}`")))?;
         let value = op.value.as_ref().map(|v| v.to_string());
         match op.config_operation {
             OP_SET => {
@@ -202,9 +260,17 @@ fn apply_operations(
                 configs.remove(name);
             }
             OP_APPEND | OP_SUBTRACT if def.config_type == ConfigType::List => {
-                let v = value.ok_or_else(|| invalid(format!("APPEND/SUBTRACT `{name}` needs a value")))?;
-                let current = configs.get(name).cloned().unwrap_or_else(|| topic_config::effective(&broker.config, &configs, def).0);
-                let mut items: Vec<String> = current.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
+                let v = value
+                    .ok_or_else(|| invalid(format!("APPEND/SUBTRACT `{name}` needs a value")))?;
+                let current = configs
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| topic_config::effective(&broker.config, &configs, def).0);
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
                 for item in v.split(',').filter(|s| !s.is_empty()) {
                     if op.config_operation == OP_APPEND && !items.iter().any(|i| i == item) {
                         items.push(item.to_string());
@@ -214,8 +280,15 @@ fn apply_operations(
                 }
                 configs.insert(name.to_string(), items.join(","));
             }
-            OP_APPEND | OP_SUBTRACT => return Err(invalid(format!("`{name}` is not a list config"))),
-            other => return Err(err(ResponseError::InvalidRequest, format!("unknown config operation {other}"))),
+            OP_APPEND | OP_SUBTRACT => {
+                return Err(invalid(format!("`{name}` is not a list config")))
+            }
+            other => {
+                return Err(err(
+                    ResponseError::InvalidRequest,
+                    format!("unknown config operation {other}"),
+                ))
+            }
         }
     }
     Ok(configs)

@@ -38,7 +38,10 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: FetchRequest) 
         let mut response = response;
         let mut bytes = bytes;
         // Each wake re-reads; the waiter is registered before each read so no append is missed.
-        while tokio::time::timeout_at(deadline, waiter.notified()).await.is_ok() {
+        while tokio::time::timeout_at(deadline, waiter.notified())
+            .await
+            .is_ok()
+        {
             let (r, b, done) = read_all(&broker, &ctx, &request, &waiter);
             (response, bytes) = (r, b);
             if done || bytes >= min_bytes {
@@ -57,8 +60,17 @@ fn finish(broker: &Broker, ctx: &RequestContext, response: FetchResponse, bytes:
 
 /// Reads every requested partition once. Returns the response, the record bytes in it, and
 /// whether it must be answered at once (a partition error).
-fn read_all(broker: &Broker, ctx: &RequestContext, request: &FetchRequest, waiter: &Arc<Notify>) -> (FetchResponse, usize, bool) {
-    let max_bytes = if ctx.version >= 3 { request.max_bytes.max(0) as usize } else { usize::MAX };
+fn read_all(
+    broker: &Broker,
+    ctx: &RequestContext,
+    request: &FetchRequest,
+    waiter: &Arc<Notify>,
+) -> (FetchResponse, usize, bool) {
+    let max_bytes = if ctx.version >= 3 {
+        request.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
     let mut remaining = max_bytes.min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut has_error = false;

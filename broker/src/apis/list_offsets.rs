@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
@@ -14,7 +16,11 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     response.topics = request
         .topics
@@ -29,7 +35,10 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, request: ListOffsetsRe
                     r.timestamp = -1;
                     r.offset = -1;
                     r.leader_epoch = -1;
-                    match broker.replicas.get(topic.name.0.as_str(), p.partition_index) {
+                    match broker
+                        .replicas
+                        .get(topic.name.0.as_str(), p.partition_index)
+                    {
                         None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                         Some(partition) => {
                             let epoch = partition.leader_epoch();
@@ -64,7 +73,11 @@ pub fn handle(broker: &Arc<Broker>, ctx: &RequestContext, request: ListOffsetsRe
 }
 
 /// `(offset, timestamp)` for one query; -1 for both when no record matches.
-fn lookup(partition: &Partition, timestamp: i64, version: i16) -> Result<(i64, i64), ResponseError> {
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    version: i16,
+) -> Result<(i64, i64), ResponseError> {
     let storage = |e| {
         tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "offset lookup failed");
         ResponseError::KafkaStorageError
@@ -73,7 +86,12 @@ fn lookup(partition: &Partition, timestamp: i64, version: i16) -> Result<(i64, i
     match timestamp {
         LATEST => Ok((hw, -1)),
         EARLIEST => Ok((partition.log_start_offset(), -1)),
-        MAX_TIMESTAMP if version >= 7 => Ok(partition.log().max_timestamp().map_err(storage)?.filter(|(o, _)| *o < hw).unwrap_or((-1, -1))),
+        MAX_TIMESTAMP if version >= 7 => Ok(partition
+            .log()
+            .max_timestamp()
+            .map_err(storage)?
+            .filter(|(o, _)| *o < hw)
+            .unwrap_or((-1, -1))),
         ts if ts >= 0 => Ok(partition
             .log()
             .offset_for_timestamp(ts)

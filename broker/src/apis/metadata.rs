@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -17,13 +19,18 @@ use crate::metadata::{MetadataImage, NewTopic, TopicImage};
 /// Kafka's value for "authorized operations not requested".
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: MetadataRequest,
+) -> MetadataResponse {
     // v0 used an empty list to mean "all topics"; later versions use null.
     let wanted = match request.topics {
         Some(t) if !(t.is_empty() && ctx.version == 0) => Some(t),
         _ => None,
     };
-    let auto_create = broker.config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
+    let auto_create =
+        broker.config.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
     let mut topics = Vec::new();
     match wanted {
         None => {
@@ -50,12 +57,20 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &RequestContext, request: Metadat
     response
 }
 
-async fn named_topic(broker: &Arc<Broker>, name: String, auto_create: bool) -> MetadataResponseTopic {
+async fn named_topic(
+    broker: &Arc<Broker>,
+    name: String,
+    auto_create: bool,
+) -> MetadataResponseTopic {
     if let Some(t) = broker.metadata.current().topic(&name) {
         return topic_response(&broker.metadata.current(), t);
     }
     if !auto_create {
-        return topic_error(Some(name), Uuid::nil(), ResponseError::UnknownTopicOrPartition);
+        return topic_error(
+            Some(name),
+            Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition,
+        );
     }
     let new_topic = NewTopic {
         name: name.clone(),
@@ -64,13 +79,18 @@ async fn named_topic(broker: &Arc<Broker>, name: String, auto_create: bool) -> M
         assignments: BTreeMap::new(),
         configs: BTreeMap::new(),
     };
-    match broker.control(move |c| c.create_topic(new_topic, false)).await {
+    match broker
+        .control(move |c| c.create_topic(new_topic, false))
+        .await
+    {
         Ok(t) => topic_response(&broker.metadata.current(), &t),
         // Another request created it first.
-        Err(e) if e.code == ResponseError::TopicAlreadyExists => match broker.metadata.current().topic(&name) {
-            Some(t) => topic_response(&broker.metadata.current(), t),
-            None => topic_error(Some(name), Uuid::nil(), ResponseError::LeaderNotAvailable),
-        },
+        Err(e) if e.code == ResponseError::TopicAlreadyExists => {
+            match broker.metadata.current().topic(&name) {
+                Some(t) => topic_response(&broker.metadata.current(), t),
+                None => topic_error(Some(name), Uuid::nil(), ResponseError::LeaderNotAvailable),
+            }
+        }
         Err(e) => {
             tracing::debug!(topic = %name, error = %e, "auto-create refused");
             topic_error(Some(name), Uuid::nil(), e.code)
@@ -111,13 +131,22 @@ pub fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
 
 fn topic_response(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
     let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
-    let mut t = topic_error(Some(topic.name.clone()), topic.id, ResponseError::UnknownServerError);
+    let mut t = topic_error(
+        Some(topic.name.clone()),
+        topic.id,
+        ResponseError::UnknownServerError,
+    );
     t.error_code = 0;
     t.partitions = topic
         .partitions
         .iter()
         .map(|(&index, p)| {
-            let offline: Vec<i32> = p.replicas.iter().copied().filter(|r| !image.brokers.contains_key(r)).collect();
+            let offline: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !image.brokers.contains_key(r))
+                .collect();
             let mut r = MetadataResponsePartition::default();
             r.partition_index = index;
             r.leader_id = BrokerId(p.leader);

@@ -52,7 +52,9 @@ impl RequestContext {
     pub fn respond<T: Encodable>(&self, broker: &Broker, body: &T) -> Option<Bytes> {
         match encode_response(self.api, self.version, self.correlation_id, body) {
             Ok(frame) => {
-                broker.metrics.record_request(self.api, self.received.elapsed(), frame.len());
+                broker
+                    .metrics
+                    .record_request(self.api, self.received.elapsed(), frame.len());
                 Some(frame)
             }
             Err(e) => {
@@ -84,20 +86,51 @@ pub async fn handle(broker: &Arc<Broker>, frame: RequestFrame) -> Result<Reply, 
         });
     }
     let reply = match ctx.api {
-        ApiKey::Produce => return Ok(produce::handle(broker, ctx, body(&frame)?, frame.body.len())),
-        ApiKey::Fetch => return Ok(fetch::handle(broker, ctx, body(&frame)?)),
-        ApiKey::Metadata => ctx.respond(broker, &metadata::handle(broker, &ctx, body(&frame)?).await),
-        ApiKey::ListOffsets => ctx.respond(broker, &list_offsets::handle(broker, &ctx, body(&frame)?)),
-        ApiKey::CreateTopics => ctx.respond(broker, &topics::create_topics(broker, &ctx, body(&frame)?).await),
-        ApiKey::DeleteTopics => ctx.respond(broker, &topics::delete_topics(broker, &ctx, body(&frame)?).await),
-        ApiKey::CreatePartitions => ctx.respond(broker, &topics::create_partitions(broker, body(&frame)?).await),
-        ApiKey::DescribeConfigs => ctx.respond(broker, &configs::describe_configs(broker, &ctx, body(&frame)?)),
-        ApiKey::AlterConfigs => ctx.respond(broker, &configs::alter_configs(broker, body(&frame)?).await),
-        ApiKey::IncrementalAlterConfigs => {
-            ctx.respond(broker, &configs::incremental_alter_configs(broker, body(&frame)?).await)
+        ApiKey::Produce => {
+            return Ok(produce::handle(
+                broker,
+                ctx,
+                body(&frame)?,
+                frame.body.len(),
+            ))
         }
-        ApiKey::DescribeCluster => ctx.respond(broker, &cluster::describe_cluster(broker, body(&frame)?)),
-        ApiKey::InitProducerId => ctx.respond(broker, &producer_id::init_producer_id(broker, body(&frame)?).await),
+        ApiKey::Fetch => return Ok(fetch::handle(broker, ctx, body(&frame)?)),
+        ApiKey::Metadata => {
+            ctx.respond(broker, &metadata::handle(broker, &ctx, body(&frame)?).await)
+        }
+        ApiKey::ListOffsets => {
+            ctx.respond(broker, &list_offsets::handle(broker, &ctx, body(&frame)?))
+        }
+        ApiKey::CreateTopics => ctx.respond(
+            broker,
+            &topics::create_topics(broker, &ctx, body(&frame)?).await,
+        ),
+        ApiKey::DeleteTopics => ctx.respond(
+            broker,
+            &topics::delete_topics(broker, &ctx, body(&frame)?).await,
+        ),
+        ApiKey::CreatePartitions => ctx.respond(
+            broker,
+            &topics::create_partitions(broker, body(&frame)?).await,
+        ),
+        ApiKey::DescribeConfigs => ctx.respond(
+            broker,
+            &configs::describe_configs(broker, &ctx, body(&frame)?),
+        ),
+        ApiKey::AlterConfigs => {
+            ctx.respond(broker, &configs::alter_configs(broker, body(&frame)?).await)
+        }
+        ApiKey::IncrementalAlterConfigs => ctx.respond(
+            broker,
+            &configs::incremental_alter_configs(broker, body(&frame)?).await,
+        ),
+        ApiKey::DescribeCluster => {
+            ctx.respond(broker, &cluster::describe_cluster(broker, body(&frame)?))
+        }
+        ApiKey::InitProducerId => ctx.respond(
+            broker,
+            &producer_id::init_producer_id(broker, body(&frame)?).await,
+        ),
         other => unreachable!("{other:?} is advertised in SUPPORTED_APIS but has no handler"),
     };
     Ok(ready(reply))

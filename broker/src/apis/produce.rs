@@ -20,12 +20,23 @@ struct PartitionResult {
     durable_to: Option<(Arc<Partition>, i64)>,
 }
 
-pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: ProduceRequest, request_bytes: usize) -> Reply {
+pub fn handle(
+    broker: &Arc<Broker>,
+    ctx: RequestContext,
+    request: ProduceRequest,
+    request_bytes: usize,
+) -> Reply {
     let acks = request.acks;
     let refuse_all = if !matches!(acks, -1..=1) {
-        Some((ResponseError::InvalidRequiredAcks, "acks must be -1, 0 or 1".to_string()))
+        Some((
+            ResponseError::InvalidRequiredAcks,
+            "acks must be -1, 0 or 1".to_string(),
+        ))
     } else if request.transactional_id.is_some() {
-        Some((ResponseError::InvalidRequest, "transactions are not supported".to_string()))
+        Some((
+            ResponseError::InvalidRequest,
+            "transactions are not supported".to_string(),
+        ))
     } else {
         None
     };
@@ -71,13 +82,24 @@ pub fn handle(broker: &Arc<Broker>, ctx: RequestContext, request: ProduceRequest
     }))
 }
 
-fn append(broker: &Broker, topic: &str, index: i32, records: Option<Bytes>, acks: i16, now: i64) -> PartitionResult {
+fn append(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    records: Option<Bytes>,
+    acks: i16,
+    now: i64,
+) -> PartitionResult {
     let Some(partition) = broker.replicas.get(topic, index) else {
         let code = match broker.metadata.current().topic(topic) {
             Some(t) if t.partitions.contains_key(&index) => ResponseError::KafkaStorageError,
             _ => ResponseError::UnknownTopicOrPartition,
         };
-        return error(index, code, format!("{topic}-{index} is not served by this broker"));
+        return error(
+            index,
+            code,
+            format!("{topic}-{index} is not served by this broker"),
+        );
     };
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return error(index, ResponseError::InvalidRecord, "no records".into());
@@ -89,7 +111,11 @@ fn append(broker: &Broker, topic: &str, index: i32, records: Option<Bytes>, acks
             r.base_offset = outcome.base_offset();
             r.log_append_time_ms = match &outcome {
                 AppendOutcome::Appended(info) => info.log_append_time_ms,
-                AppendOutcome::Duplicate(meta) if partition.settings().log.timestamp_type_log_append => meta.timestamp,
+                AppendOutcome::Duplicate(meta)
+                    if partition.settings().log.timestamp_type_log_append =>
+                {
+                    meta.timestamp
+                }
                 AppendOutcome::Duplicate(_) => -1,
             };
             r.log_start_offset = partition.log_start_offset();
@@ -98,7 +124,10 @@ fn append(broker: &Broker, topic: &str, index: i32, records: Option<Bytes>, acks
                 AppendOutcome::Duplicate(meta) => Some((partition, meta.last_offset + 1)),
             };
             broker.metrics.records_appended(records.len());
-            PartitionResult { response: r, durable_to }
+            PartitionResult {
+                response: r,
+                durable_to,
+            }
         }
         Err(e) => {
             tracing::debug!(topic, partition = index, error = %e, "produce refused");
@@ -117,12 +146,22 @@ fn error(index: i32, code: ResponseError, message: String) -> PartitionResult {
     r.log_append_time_ms = -1;
     r.log_start_offset = -1;
     r.error_message = Some(StrBytes::from_string(message));
-    PartitionResult { response: r, durable_to: None }
+    PartitionResult {
+        response: r,
+        durable_to: None,
+    }
 }
 
 fn mark_failed(response: &mut ProduceResponse, partition: &Partition, message: &str) {
-    let topic = response.responses.iter_mut().find(|t| t.name.0.as_str() == &*partition.topic);
-    if let Some(p) = topic.and_then(|t| t.partition_responses.iter_mut().find(|p| p.index == partition.index)) {
+    let topic = response
+        .responses
+        .iter_mut()
+        .find(|t| t.name.0.as_str() == &*partition.topic);
+    if let Some(p) = topic.and_then(|t| {
+        t.partition_responses
+            .iter_mut()
+            .find(|p| p.index == partition.index)
+    }) {
         p.error_code = ResponseError::KafkaStorageError.code();
         p.base_offset = -1;
         p.error_message = Some(StrBytes::from_string(message.to_string()));

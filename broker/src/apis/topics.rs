@@ -4,11 +4,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, TopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -30,8 +32,15 @@ fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usiz
     counts
 }
 
-pub async fn create_topics(broker: &Arc<Broker>, ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
-    let dups: Vec<String> = duplicates(request.topics.iter().map(|t| t.name.0.as_str())).into_keys().map(String::from).collect();
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let dups: Vec<String> = duplicates(request.topics.iter().map(|t| t.name.0.as_str()))
+        .into_keys()
+        .map(String::from)
+        .collect();
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -40,12 +49,17 @@ pub async fn create_topics(broker: &Arc<Broker>, ctx: &RequestContext, request: 
         result.num_partitions = -1;
         result.replication_factor = -1;
         let outcome = if dups.contains(&name) {
-            Err(ControllerError { code: ResponseError::InvalidRequest, message: format!("topic `{name}` appears more than once in the request") })
+            Err(ControllerError {
+                code: ResponseError::InvalidRequest,
+                message: format!("topic `{name}` appears more than once in the request"),
+            })
         } else {
             match new_topic(broker, topic) {
                 Ok(new) => {
                     let validate_only = request.validate_only;
-                    broker.control(move |c| c.create_topic(new, validate_only)).await
+                    broker
+                        .control(move |c| c.create_topic(new, validate_only))
+                        .await
                 }
                 Err(e) => Err(e),
             }
@@ -54,7 +68,11 @@ pub async fn create_topics(broker: &Arc<Broker>, ctx: &RequestContext, request: 
             Ok(created) => {
                 result.topic_id = created.id;
                 result.num_partitions = created.partitions.len() as i32;
-                result.replication_factor = created.partitions.values().next().map_or(0, |p| p.replicas.len() as i16);
+                result.replication_factor = created
+                    .partitions
+                    .values()
+                    .next()
+                    .map_or(0, |p| p.replicas.len() as i16);
                 if ctx.version >= 5 {
                     result.configs = Some(describe_for_create(broker, &created));
                 }
@@ -85,11 +103,24 @@ fn new_topic(
     }
     let mut configs = BTreeMap::new();
     for c in topic.configs {
-        let value = c.value.ok_or_else(|| invalid(ResponseError::InvalidConfig, format!("null value for config `{}`", c.name.as_str())))?;
+        let value = c.value.ok_or_else(|| {
+            invalid(
+                ResponseError::InvalidConfig,
+                format!("null value for config `{}`", c.name.as_str()),
+            )
+        })?;
         configs.insert(c.name.to_string(), value.to_string());
     }
-    let assignments: BTreeMap<i32, Vec<i32>> =
-        topic.assignments.iter().map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect())).collect();
+    let assignments: BTreeMap<i32, Vec<i32>> = topic
+        .assignments
+        .iter()
+        .map(|a| {
+            (
+                a.partition_index,
+                a.broker_ids.iter().map(|b| b.0).collect(),
+            )
+        })
+        .collect();
     let partitions = match topic.num_partitions {
         -1 if manual => assignments.len() as i32,
         -1 => broker.config.num_partitions,
@@ -100,7 +131,13 @@ fn new_topic(
         -1 => broker.config.default_replication_factor,
         n => n,
     };
-    Ok(NewTopic { name: topic.name.0.to_string(), partitions, replication_factor, assignments, configs })
+    Ok(NewTopic {
+        name: topic.name.0.to_string(),
+        partitions,
+        replication_factor,
+        assignments,
+        configs,
+    })
 }
 
 fn describe_for_create(broker: &Broker, topic: &TopicImage) -> Vec<CreatableTopicConfigs> {
@@ -117,12 +154,24 @@ fn describe_for_create(broker: &Broker, topic: &TopicImage) -> Vec<CreatableTopi
         .collect()
 }
 
-pub async fn delete_topics(broker: &Arc<Broker>, ctx: &RequestContext, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn delete_topics(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     // v6 names topics by name or id; earlier versions by name only.
     let targets: Vec<(Option<String>, Uuid)> = if ctx.version >= 6 {
-        request.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+            .collect()
     } else {
-        request.topic_names.into_iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect()
+        request
+            .topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
@@ -131,10 +180,15 @@ pub async fn delete_topics(broker: &Arc<Broker>, ctx: &RequestContext, request: 
         let image = broker.metadata.current();
         let resolved = match (&name, id.is_nil()) {
             (Some(n), _) => Ok(n.clone()),
-            (None, false) => image.topic_by_id(&id).map(|t| t.name.clone()).ok_or(ResponseError::UnknownTopicId),
+            (None, false) => image
+                .topic_by_id(&id)
+                .map(|t| t.name.clone())
+                .ok_or(ResponseError::UnknownTopicId),
             (None, true) => Err(ResponseError::InvalidRequest),
         };
-        r.name = name.or_else(|| resolved.clone().ok()).map(|n| TopicName(StrBytes::from_string(n)));
+        r.name = name
+            .or_else(|| resolved.clone().ok())
+            .map(|n| TopicName(StrBytes::from_string(n)));
         match resolved {
             Ok(topic) => {
                 let target = topic.clone();
@@ -155,17 +209,30 @@ pub async fn delete_topics(broker: &Arc<Broker>, ctx: &RequestContext, request: 
     response
 }
 
-pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
-    let dups: Vec<String> = duplicates(request.topics.iter().map(|t| t.name.0.as_str())).into_keys().map(String::from).collect();
+pub async fn create_partitions(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let dups: Vec<String> = duplicates(request.topics.iter().map(|t| t.name.0.as_str()))
+        .into_keys()
+        .map(String::from)
+        .collect();
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut r = CreatePartitionsTopicResult::default();
         r.name = topic.name.clone();
         let outcome = if dups.contains(&name) {
-            Err(ControllerError { code: ResponseError::InvalidRequest, message: format!("topic `{name}` appears more than once in the request") })
+            Err(ControllerError {
+                code: ResponseError::InvalidRequest,
+                message: format!("topic `{name}` appears more than once in the request"),
+            })
         } else {
-            let current = broker.metadata.current().topic(&name).map_or(0, |t| t.partitions.len() as i32);
+            let current = broker
+                .metadata
+                .current()
+                .topic(&name)
+                .map_or(0, |t| t.partitions.len() as i32);
             let assignments: BTreeMap<i32, Vec<i32>> = topic
                 .assignments
                 .unwrap_or_default()
@@ -174,7 +241,9 @@ pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRe
                 .map(|(a, p)| (p, a.broker_ids.into_iter().map(|b| b.0).collect()))
                 .collect();
             let (count, validate_only) = (topic.count, request.validate_only);
-            broker.control(move |c| c.create_partitions(&name, count, assignments, validate_only)).await
+            broker
+                .control(move |c| c.create_partitions(&name, count, assignments, validate_only))
+                .await
         };
         if let Err(e) = outcome {
             r.error_code = e.code.code();

@@ -297,14 +297,15 @@ pub(crate) fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[LEADER_EPOCH_POS..LEADER_EPOCH_POS + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
-/// Switches a complete batch to LogAppendTime: sets the timestamp-type bit and
-/// maxTimestamp, then recomputes the CRC (both fields are covered by it).
-pub(crate) fn set_log_append_time(batch: &mut [u8], append_time_ms: i64) {
-    let attributes = i16_at(batch, ATTRIBUTES_POS) | TIMESTAMP_TYPE_BIT;
-    batch[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&append_time_ms.to_be_bytes());
-    let crc = compute_crc(batch);
-    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+/// Switches a batch to LogAppendTime: sets the timestamp-type bit and maxTimestamp in its
+/// header, then recomputes the CRC over the patched header and the untouched body (both
+/// fields are covered by it).
+pub(crate) fn set_log_append_time(header: &mut [u8; HEADER_LEN], body: &[u8], append_time_ms: i64) {
+    let attributes = i16_at(header, ATTRIBUTES_POS) | TIMESTAMP_TYPE_BIT;
+    header[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&attributes.to_be_bytes());
+    header[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&append_time_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[ATTRIBUTES_POS..]), body);
+    header[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Who is producing the batches; clients may not write control batches.
@@ -596,7 +597,10 @@ pub(crate) mod tests {
         assert_eq!(h.last_offset(), 44);
         verify_crc(&buf, &h).unwrap();
 
-        set_log_append_time(&mut buf, 9_999);
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&buf[..HEADER_LEN]);
+        set_log_append_time(&mut header, &buf[HEADER_LEN..], 9_999);
+        buf[..HEADER_LEN].copy_from_slice(&header);
         let h = BatchHeader::parse(&buf).unwrap();
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 9_999);

@@ -235,12 +235,13 @@ impl Log {
         self.lock().flushed_offset
     }
 
-    /// Appends a validated produce blob: assigns offsets from the log end
-    /// offset, stamps the leader epoch and, when `log_append_time_ms` is Some,
-    /// LogAppendTime. Writes the whole buffer with one write; does not fsync.
+    /// Appends a validated produce blob: assigns offsets from the log end offset, stamps the
+    /// leader epoch and, when `log_append_time_ms` is Some, LogAppendTime. `records` is not
+    /// modified or copied: each batch is written as a patched copy of its 61-byte header
+    /// followed by its body straight from the request buffer. Does not fsync.
     pub fn append(
         &self,
-        records: &mut BytesMut,
+        records: &[u8],
         validated: &ValidatedBatches,
         leader_epoch: i32,
         log_append_time_ms: Option<i64>,
@@ -253,9 +254,10 @@ impl Log {
                 validated.headers.len()
             )));
         }
-        // Positions of the batches; re-checked against the buffer so a
-        // mismatched `validated` cannot make us patch the wrong bytes.
-        let mut positions = Vec::with_capacity(validated.headers.len());
+        // Header copies and bodies; re-checked against the buffer so a mismatched
+        // `validated` cannot make us write the wrong bytes.
+        let mut headers = Vec::with_capacity(validated.headers.len());
+        let mut bodies = Vec::with_capacity(validated.headers.len());
         let mut pos = 0usize;
         for h in &validated.headers {
             let on_buf = BatchHeader::parse(&records[pos..])?;
@@ -267,26 +269,28 @@ impl Log {
                     "validated headers do not match the buffer".into(),
                 ));
             }
-            positions.push(pos);
-            pos += h.total_len();
-        }
-        // LogAppendTime does not depend on offsets: patch (and re-CRC) before locking.
-        if let Some(t) = log_append_time_ms {
-            for (&p, h) in positions.iter().zip(&validated.headers) {
-                set_log_append_time(&mut records[p..p + h.total_len()], t);
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&records[pos..pos + HEADER_LEN]);
+            let body = &records[pos + HEADER_LEN..pos + h.total_len()];
+            // LogAppendTime does not depend on offsets: patch (and re-CRC) before locking.
+            if let Some(t) = log_append_time_ms {
+                set_log_append_time(&mut header, body, t);
             }
+            headers.push(header);
+            bodies.push(body);
+            pos += h.total_len();
         }
 
         let mut st = self.lock_writable()?;
         let first_offset = st.log_end_offset();
-        let mut metas = Vec::with_capacity(positions.len());
+        let mut metas = Vec::with_capacity(headers.len());
         let mut next = first_offset;
         let mut max_timestamp = -1i64;
         let mut offset_of_max_timestamp = -1i64;
-        for (&p, h) in positions.iter().zip(&validated.headers) {
-            let batch = &mut records[p..p + h.total_len()];
-            set_base_offset(batch, next);
-            set_partition_leader_epoch(batch, leader_epoch);
+        let mut buf_pos = 0usize;
+        for (header, h) in headers.iter_mut().zip(&validated.headers) {
+            set_base_offset(header, next);
+            set_partition_leader_epoch(header, leader_epoch);
             let ts = log_append_time_ms.unwrap_or(h.max_timestamp);
             let last = next + h.last_offset_delta as i64;
             if ts > max_timestamp {
@@ -298,16 +302,22 @@ impl Log {
                 };
             }
             metas.push(BatchMeta {
-                buf_pos: p,
+                buf_pos,
                 len: h.total_len(),
                 base_offset: next,
                 last_offset: last,
                 max_timestamp: ts,
             });
+            buf_pos += h.total_len();
             next = last + 1;
         }
         let last_offset = next - 1;
-        self.append_locked(&mut st, records, &metas, max_timestamp, last_offset)?;
+        let parts: Vec<&[u8]> = headers
+            .iter()
+            .zip(&bodies)
+            .flat_map(|(header, body)| [&header[..], *body])
+            .collect();
+        self.append_locked(&mut st, &parts, &metas, max_timestamp, last_offset)?;
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -321,20 +331,23 @@ impl Log {
     fn append_locked(
         &self,
         st: &mut LogState,
-        buf: &[u8],
+        parts: &[&[u8]],
         metas: &[BatchMeta],
         max_timestamp: i64,
         last_offset: i64,
     ) -> Result<(), LogError> {
         let now = now_ms();
         let config = st.config.clone();
-        if st
-            .active()
-            .should_roll(buf.len() as u64, max_timestamp, last_offset, &config, now)
-        {
+        if st.active().should_roll(
+            parts.iter().map(|p| p.len() as u64).sum(),
+            max_timestamp,
+            last_offset,
+            &config,
+            now,
+        ) {
             st.roll(&self.dir, now)?;
         }
-        st.active_mut().append(buf, metas, &config)
+        st.active_mut().append(parts, metas, &config)
     }
 
     /// Appends batches fetched from the leader, keeping their offsets, epochs
@@ -385,7 +398,7 @@ impl Log {
                 got: first_offset,
             });
         }
-        self.append_locked(&mut st, records, &metas, max_timestamp, last_offset)?;
+        self.append_locked(&mut st, &[records], &metas, max_timestamp, last_offset)?;
         Ok(AppendInfo {
             first_offset,
             last_offset,

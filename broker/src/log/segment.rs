@@ -313,25 +313,31 @@ impl Segment {
 
     /// Writes `buf` (whole batches described by `batches`) at the end with one
     /// positional write, then the index entries it earned. No fsync.
+    /// Writes `parts` back to back at the end of the segment (a batch may arrive as a patched
+    /// header and its body).
     pub fn append(
         &mut self,
-        buf: &[u8],
+        parts: &[&[u8]],
         batches: &[BatchMeta],
         config: &LogConfig,
     ) -> Result<(), LogError> {
         let start = self.size;
-        let end = start + buf.len() as u64;
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let end = start + len;
         let last = batches
             .last()
             .map_or(self.next_offset - 1, |b| b.last_offset);
         if end > u32::MAX as u64 || last - self.base_offset > u32::MAX as i64 {
             return Err(LogError::InvalidAppend(format!(
-                "append of {} bytes up to offset {last} does not fit segment {}",
-                buf.len(),
+                "append of {len} bytes up to offset {last} does not fit segment {}",
                 self.base_offset
             )));
         }
-        self.log.write_all_at(buf, start).ctx(&self.log_path)?;
+        let mut at = start;
+        for part in parts {
+            self.log.write_all_at(part, at).ctx(&self.log_path)?;
+            at += part.len() as u64;
+        }
         let mut offsets = Vec::new();
         let mut times = Vec::new();
         for b in batches {

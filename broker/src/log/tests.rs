@@ -20,9 +20,9 @@ fn small_config() -> LogConfig {
 
 /// Appends one batch of `count` records with timestamps from `ts`.
 fn append(log: &Log, count: usize, ts: i64, value_len: usize) -> AppendInfo {
-    let mut buf = encode_batch(count, ts, value_len);
+    let buf = encode_batch(count, ts, value_len);
     let v = validate_batches(&buf, 1 << 20).unwrap();
-    log.append(&mut buf, &v, 3, None).unwrap()
+    log.append(&buf, &v, 3, None).unwrap()
 }
 
 /// Decodes every record of a read: (offset, timestamp, value).
@@ -394,7 +394,7 @@ fn log_append_time_is_stamped_with_valid_crc() {
     let mut buf = encode_batch_with(4, 100, 10, Compression::Gzip);
     buf.extend_from_slice(&encode_batch(2, 200, 10));
     let v = validate_batches(&buf, 1 << 20).unwrap();
-    let info = log.append(&mut buf, &v, 0, Some(77_777)).unwrap();
+    let info = log.append(&buf, &v, 0, Some(77_777)).unwrap();
     assert_eq!(info.log_append_time_ms, 77_777);
     assert_eq!(info.max_timestamp, 77_777);
     assert_eq!((info.first_offset, info.last_offset), (0, 5));
@@ -428,9 +428,9 @@ fn offset_for_timestamp_and_max_timestamp() {
 
     // Out-of-order timestamps inside a compressed batch: the earliest record
     // with ts >= target wins, and the max is found inside the batch.
-    let mut buf = encode_batch_with(3, 5_000, 10, Compression::Snappy);
+    let buf = encode_batch_with(3, 5_000, 10, Compression::Snappy);
     let v = validate_batches(&buf, 1 << 20).unwrap();
-    log.append(&mut buf, &v, 0, None).unwrap();
+    log.append(&buf, &v, 0, None).unwrap();
     assert_eq!(log.offset_for_timestamp(5_001).unwrap(), Some((201, 5_001)));
     assert_eq!(log.max_timestamp().unwrap(), Some((202, 5_002)));
     log.close().unwrap();

@@ -30,7 +30,10 @@ pub struct ControllerError {
 
 impl ControllerError {
     fn new(code: ResponseError, message: impl Into<String>) -> Self {
-        ControllerError { code, message: message.into() }
+        ControllerError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -107,7 +110,11 @@ impl Controller {
         cache.publish(Arc::new(image.clone()));
         listener.on_image_loaded(&image);
         Controller {
-            state: Mutex::new(ControllerState { store, image, next_producer_id }),
+            state: Mutex::new(ControllerState {
+                store,
+                image,
+                next_producer_id,
+            }),
             cache,
             listener,
         }
@@ -119,7 +126,11 @@ impl Controller {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn commit(&self, state: &mut ControllerState, records: Vec<MetadataRecord>) -> Result<(), ControllerError> {
+    fn commit(
+        &self,
+        state: &mut ControllerState,
+        records: Vec<MetadataRecord>,
+    ) -> Result<(), ControllerError> {
         state.store.append(&records)?;
         for r in &records {
             state.image.apply(r);
@@ -135,16 +146,26 @@ impl Controller {
         if state.image.brokers.get(&info.id) == Some(&info) {
             return Ok(());
         }
-        let record = MetadataRecord::RegisterBroker { id: info.id, host: info.host, port: info.port, rack: info.rack };
+        let record = MetadataRecord::RegisterBroker {
+            id: info.id,
+            host: info.host,
+            port: info.port,
+            rack: info.rack,
+        };
         self.commit(&mut state, vec![record])
     }
 
     /// Creates a topic (or only checks that it could be created). Returns the topic as it is
     /// (or would be).
-    pub fn create_topic(&self, topic: NewTopic, validate_only: bool) -> Result<TopicImage, ControllerError> {
+    pub fn create_topic(
+        &self,
+        topic: NewTopic,
+        validate_only: bool,
+    ) -> Result<TopicImage, ControllerError> {
         let mut state = self.lock();
         let image = &state.image;
-        validate_topic_name(&topic.name).map_err(|m| ControllerError::new(ResponseError::InvalidTopicException, m))?;
+        validate_topic_name(&topic.name)
+            .map_err(|m| ControllerError::new(ResponseError::InvalidTopicException, m))?;
         if image.topic(&topic.name).is_some() {
             return Err(ControllerError::new(
                 ResponseError::TopicAlreadyExists,
@@ -160,23 +181,44 @@ impl Controller {
         }
         topic_config::validate_all(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|m| ControllerError::new(ResponseError::InvalidConfig, m))?;
-        let assignments = placement_for(image, &topic.assignments, 0, topic.partitions, topic.replication_factor)?;
+        let assignments = placement_for(
+            image,
+            &topic.assignments,
+            0,
+            topic.partitions,
+            topic.replication_factor,
+        )?;
         let id = Uuid::new_v4();
-        let mut records = vec![MetadataRecord::CreateTopic { name: topic.name.clone(), id, configs: topic.configs }];
+        let mut records = vec![MetadataRecord::CreateTopic {
+            name: topic.name.clone(),
+            id,
+            configs: topic.configs,
+        }];
         records.extend(partition_records(id, 0, assignments));
         if validate_only {
             let mut preview = image.clone();
             records.iter().for_each(|r| preview.apply(r));
-            return Ok(preview.topics.remove(&topic.name).expect("the preview image has the topic just applied"));
+            return Ok(preview
+                .topics
+                .remove(&topic.name)
+                .expect("the preview image has the topic just applied"));
         }
         self.commit(&mut state, records)?;
-        Ok(state.image.topic(&topic.name).cloned().expect("the committed image has the topic just created"))
+        Ok(state
+            .image
+            .topic(&topic.name)
+            .cloned()
+            .expect("the committed image has the topic just created"))
     }
 
     /// Deletes a topic by name.
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, ControllerError> {
         let mut state = self.lock();
-        let id = state.image.topic(name).map(|t| t.id).ok_or_else(|| unknown_topic(name))?;
+        let id = state
+            .image
+            .topic(name)
+            .map(|t| t.id)
+            .ok_or_else(|| unknown_topic(name))?;
         self.commit(&mut state, vec![MetadataRecord::DeleteTopic { id }])?;
         Ok(id)
     }
@@ -195,10 +237,16 @@ impl Controller {
         if count <= current {
             return Err(ControllerError::new(
                 ResponseError::InvalidPartitions,
-                format!("topic `{name}` has {current} partitions; the new count {count} must be larger"),
+                format!(
+                    "topic `{name}` has {current} partitions; the new count {count} must be larger"
+                ),
             ));
         }
-        let rf = topic.partitions.values().next().map_or(1, |p| p.replicas.len()) as i16;
+        let rf = topic
+            .partitions
+            .values()
+            .next()
+            .map_or(1, |p| p.replicas.len()) as i16;
         let placed = placement_for(&state.image, &assignments, current, count - current, rf)?;
         if validate_only {
             return Ok(());
@@ -221,7 +269,10 @@ impl Controller {
         if validate_only || topic.configs == configs {
             return Ok(());
         }
-        let record = MetadataRecord::SetTopicConfigs { topic_id: topic.id, configs };
+        let record = MetadataRecord::SetTopicConfigs {
+            topic_id: topic.id,
+            configs,
+        };
         self.commit(&mut state, vec![record])
     }
 
@@ -230,7 +281,12 @@ impl Controller {
         let mut state = self.lock();
         if state.next_producer_id >= state.image.next_producer_id {
             let block_end = state.next_producer_id + PRODUCER_ID_BLOCK;
-            self.commit(&mut state, vec![MetadataRecord::ProducerIdBlock { next_producer_id: block_end }])?;
+            self.commit(
+                &mut state,
+                vec![MetadataRecord::ProducerIdBlock {
+                    next_producer_id: block_end,
+                }],
+            )?;
         }
         let id = state.next_producer_id;
         state.next_producer_id += 1;
@@ -239,7 +295,10 @@ impl Controller {
 }
 
 fn unknown_topic(name: &str) -> ControllerError {
-    ControllerError::new(ResponseError::UnknownTopicOrPartition, format!("topic `{name}` does not exist"))
+    ControllerError::new(
+        ResponseError::UnknownTopicOrPartition,
+        format!("topic `{name}` does not exist"),
+    )
 }
 
 /// Checks a manual assignment or computes an automatic one for `count` new partitions.
@@ -252,18 +311,26 @@ fn placement_for(
 ) -> Result<Vec<Vec<i32>>, ControllerError> {
     let brokers: Vec<i32> = image.brokers.keys().copied().collect();
     if count < 1 {
-        return Err(ControllerError::new(ResponseError::InvalidPartitions, "the number of partitions must be at least 1"));
+        return Err(ControllerError::new(
+            ResponseError::InvalidPartitions,
+            "the number of partitions must be at least 1",
+        ));
     }
     if !manual.is_empty() {
         let mut out = Vec::new();
         for p in first..first + count {
             let replicas = manual.get(&p).ok_or_else(|| {
-                ControllerError::new(ResponseError::InvalidReplicaAssignment, format!("no assignment for partition {p}"))
+                ControllerError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("no assignment for partition {p}"),
+                )
             })?;
             if replicas.is_empty() || replicas.iter().any(|b| !brokers.contains(b)) {
                 return Err(ControllerError::new(
                     ResponseError::InvalidReplicaAssignment,
-                    format!("partition {p}: replicas {replicas:?} must be live brokers {brokers:?}"),
+                    format!(
+                        "partition {p}: replicas {replicas:?} must be live brokers {brokers:?}"
+                    ),
                 ));
             }
             let mut distinct = replicas.clone();
@@ -289,18 +356,33 @@ fn placement_for(
         ));
     }
     let start = image.topics.len();
-    Ok(assign_replicas(&brokers, first, count, replication_factor as usize, start))
+    Ok(assign_replicas(
+        &brokers,
+        first,
+        count,
+        replication_factor as usize,
+        start,
+    ))
 }
 
-fn partition_records(topic_id: Uuid, first: i32, assignments: Vec<Vec<i32>>) -> impl Iterator<Item = MetadataRecord> {
-    assignments.into_iter().zip(first..).map(move |(replicas, partition)| MetadataRecord::CreatePartition {
-        topic_id,
-        partition,
-        leader: replicas[0],
-        isr: replicas.clone(),
-        replicas,
-        leader_epoch: 0,
-    })
+fn partition_records(
+    topic_id: Uuid,
+    first: i32,
+    assignments: Vec<Vec<i32>>,
+) -> impl Iterator<Item = MetadataRecord> {
+    assignments
+        .into_iter()
+        .zip(first..)
+        .map(
+            move |(replicas, partition)| MetadataRecord::CreatePartition {
+                topic_id,
+                partition,
+                leader: replicas[0],
+                isr: replicas.clone(),
+                replicas,
+                leader_epoch: 0,
+            },
+        )
 }
 
 #[cfg(test)]
@@ -315,13 +397,30 @@ mod tests {
 
     fn controller(dir: &std::path::Path) -> Controller {
         let (store, records) = MetadataStore::open(&dir.join("metadata.log")).unwrap();
-        let c = Controller::new(store, records, Arc::new(MetadataCache::default()), Arc::new(Nobody));
-        c.register_broker(BrokerInfo { id: 0, host: "h".into(), port: 1, rack: None }).unwrap();
+        let c = Controller::new(
+            store,
+            records,
+            Arc::new(MetadataCache::default()),
+            Arc::new(Nobody),
+        );
+        c.register_broker(BrokerInfo {
+            id: 0,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+        })
+        .unwrap();
         c
     }
 
     fn new_topic(name: &str, partitions: i32, rf: i16) -> NewTopic {
-        NewTopic { name: name.into(), partitions, replication_factor: rf, assignments: BTreeMap::new(), configs: BTreeMap::new() }
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: rf,
+            assignments: BTreeMap::new(),
+            configs: BTreeMap::new(),
+        }
     }
 
     #[test]
@@ -330,17 +429,38 @@ mod tests {
         let c = controller(dir.path());
         let t = c.create_topic(new_topic("a.b", 3, 1), true).unwrap();
         assert_eq!(t.partitions.len(), 3);
-        assert!(c.cache.current().topic("a.b").is_none(), "validate_only must not create");
+        assert!(
+            c.cache.current().topic("a.b").is_none(),
+            "validate_only must not create"
+        );
         c.create_topic(new_topic("a.b", 3, 1), false).unwrap();
         let err = |r: Result<TopicImage, ControllerError>| r.unwrap_err().code;
-        assert_eq!(err(c.create_topic(new_topic("a.b", 1, 1), false)), ResponseError::TopicAlreadyExists);
-        assert_eq!(err(c.create_topic(new_topic("a_b", 1, 1), false)), ResponseError::InvalidTopicException);
-        assert_eq!(err(c.create_topic(new_topic("x", 1, 3), false)), ResponseError::InvalidReplicationFactor);
-        assert_eq!(err(c.create_topic(new_topic("bad name", 1, 1), false)), ResponseError::InvalidTopicException);
-        assert_eq!(err(c.create_topic(new_topic("y", 0, 1), false)), ResponseError::InvalidPartitions);
+        assert_eq!(
+            err(c.create_topic(new_topic("a.b", 1, 1), false)),
+            ResponseError::TopicAlreadyExists
+        );
+        assert_eq!(
+            err(c.create_topic(new_topic("a_b", 1, 1), false)),
+            ResponseError::InvalidTopicException
+        );
+        assert_eq!(
+            err(c.create_topic(new_topic("x", 1, 3), false)),
+            ResponseError::InvalidReplicationFactor
+        );
+        assert_eq!(
+            err(c.create_topic(new_topic("bad name", 1, 1), false)),
+            ResponseError::InvalidTopicException
+        );
+        assert_eq!(
+            err(c.create_topic(new_topic("y", 0, 1), false)),
+            ResponseError::InvalidPartitions
+        );
         let mut bad_cfg = new_topic("z", 1, 1);
         bad_cfg.configs.insert("retention.ms".into(), "x".into());
-        assert_eq!(err(c.create_topic(bad_cfg, false)), ResponseError::InvalidConfig);
+        assert_eq!(
+            err(c.create_topic(bad_cfg, false)),
+            ResponseError::InvalidConfig
+        );
     }
 
     #[test]
@@ -352,7 +472,9 @@ mod tests {
             c.create_topic(new_topic("t", 2, 1), false).unwrap();
             c.create_partitions("t", 4, BTreeMap::new(), false).unwrap();
             assert_eq!(
-                c.create_partitions("t", 3, BTreeMap::new(), false).unwrap_err().code,
+                c.create_partitions("t", 3, BTreeMap::new(), false)
+                    .unwrap_err()
+                    .code,
                 ResponseError::InvalidPartitions
             );
             first_id = c.allocate_producer_id().unwrap();
@@ -363,6 +485,9 @@ mod tests {
         assert!(c.allocate_producer_id().unwrap() > first_id + 1);
         c.delete_topic("t").unwrap();
         assert!(c.cache.current().topic("t").is_none());
-        assert_eq!(c.delete_topic("t").unwrap_err().code, ResponseError::UnknownTopicOrPartition);
+        assert_eq!(
+            c.delete_topic("t").unwrap_err().code,
+            ResponseError::UnknownTopicOrPartition
+        );
     }
 }

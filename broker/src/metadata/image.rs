@@ -49,10 +49,20 @@ impl MetadataImage {
     /// follow a deletion that raced them, and ignoring them is what replaying the log gives.
     pub fn apply(&mut self, record: &MetadataRecord) {
         match record {
-            MetadataRecord::RegisterBroker { id, host, port, rack } => {
+            MetadataRecord::RegisterBroker {
+                id,
+                host,
+                port,
+                rack,
+            } => {
                 self.brokers.insert(
                     *id,
-                    BrokerInfo { id: *id, host: host.clone(), port: *port, rack: rack.clone() },
+                    BrokerInfo {
+                        id: *id,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                    },
                 );
             }
             MetadataRecord::CreateTopic { name, id, configs } => {
@@ -67,7 +77,14 @@ impl MetadataImage {
                     },
                 );
             }
-            MetadataRecord::CreatePartition { topic_id, partition, replicas, isr, leader, leader_epoch } => {
+            MetadataRecord::CreatePartition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+            } => {
                 if let Some(topic) = self.topic_by_id_mut(topic_id) {
                     topic.partitions.insert(
                         *partition,
@@ -119,7 +136,11 @@ mod tests {
         let id = Uuid::from_u128(7);
         let mut image = MetadataImage::default();
         for r in [
-            MetadataRecord::CreateTopic { name: "t".into(), id, configs: BTreeMap::new() },
+            MetadataRecord::CreateTopic {
+                name: "t".into(),
+                id,
+                configs: BTreeMap::new(),
+            },
             MetadataRecord::CreatePartition {
                 topic_id: id,
                 partition: 0,
@@ -132,7 +153,9 @@ mod tests {
                 topic_id: id,
                 configs: [("retention.ms".to_string(), "5".to_string())].into(),
             },
-            MetadataRecord::ProducerIdBlock { next_producer_id: 1000 },
+            MetadataRecord::ProducerIdBlock {
+                next_producer_id: 1000,
+            },
         ] {
             image.apply(&r);
         }

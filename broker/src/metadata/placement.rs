@@ -14,7 +14,9 @@ pub fn assign_replicas(
     (first_partition..first_partition + count)
         .map(|p| {
             let first = (start + p as usize) % n;
-            (0..replication_factor).map(|r| brokers[(first + r) % n]).collect()
+            (0..replication_factor)
+                .map(|r| brokers[(first + r) % n])
+                .collect()
         })
         .collect()
 }

@@ -11,9 +11,16 @@ use super::records::MetadataRecord;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("metadata log {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("metadata log {path} line {line} is corrupt: {reason}")]
-    Corrupt { path: PathBuf, line: usize, reason: String },
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 }
 
 /// An append-only file of metadata records.
@@ -26,8 +33,16 @@ impl MetadataStore {
     /// Opens (or creates) the log and returns every record in it. A torn last line (a crash
     /// during a write that was never acknowledged) is cut off; a bad line elsewhere is an error.
     pub fn open(path: &Path) -> Result<(MetadataStore, Vec<MetadataRecord>), StoreError> {
-        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
         let mut records = Vec::new();
         let mut valid_len = 0u64;
         let mut reader = BufReader::new(&file);
@@ -49,7 +64,11 @@ impl MetadataStore {
                 // A final line without its newline was never fsynced whole.
                 _ if !complete => break,
                 Err(e) => {
-                    return Err(StoreError::Corrupt { path: path.to_path_buf(), line: line_no, reason: e.to_string() })
+                    return Err(StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: line_no,
+                        reason: e.to_string(),
+                    })
                 }
                 Ok(_) => unreachable!("complete is checked by the first arm"),
             }
@@ -60,7 +79,13 @@ impl MetadataStore {
             file.sync_data().map_err(io)?;
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
-        Ok((MetadataStore { path: path.to_path_buf(), file }, records))
+        Ok((
+            MetadataStore {
+                path: path.to_path_buf(),
+                file,
+            },
+            records,
+        ))
     }
 
     /// Appends records durably (one write, then fsync).
@@ -70,7 +95,10 @@ impl MetadataStore {
             serde_json::to_writer(&mut buf, r).expect("metadata records always serialize to JSON");
             buf.push(b'\n');
         }
-        let io = |source| StoreError::Io { path: self.path.clone(), source };
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
         self.file.write_all(&buf).map_err(io)?;
         self.file.sync_data().map_err(io)
     }
@@ -86,7 +114,9 @@ mod tests {
         let path = dir.path().join("metadata.log");
         let (mut store, records) = MetadataStore::open(&path).unwrap();
         assert!(records.is_empty());
-        let r = MetadataRecord::ProducerIdBlock { next_producer_id: 1000 };
+        let r = MetadataRecord::ProducerIdBlock {
+            next_producer_id: 1000,
+        };
         store.append(&[r.clone(), r.clone()]).unwrap();
         drop(store);
         // A crash in the middle of a write leaves half a line.
@@ -106,6 +136,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metadata.log");
         std::fs::write(&path, "garbage\n{}\n").unwrap();
-        assert!(matches!(MetadataStore::open(&path), Err(StoreError::Corrupt { line: 1, .. })));
+        assert!(matches!(
+            MetadataStore::open(&path),
+            Err(StoreError::Corrupt { line: 1, .. })
+        ));
     }
 }

@@ -144,8 +144,10 @@ pub fn definition(name: &str) -> Option<&'static TopicConfigDef> {
 
 /// Checks one `name=value`; the error is the message for INVALID_CONFIG.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
-    let def = definition(name).ok_or_else(|| format!("unknown or unsupported topic config `{name}`"))?;
-    (def.validate)(value).map_err(|reason| format!("invalid value `{value}` for `{name}`: {reason}"))
+    let def =
+        definition(name).ok_or_else(|| format!("unknown or unsupported topic config `{name}`"))?;
+    (def.validate)(value)
+        .map_err(|reason| format!("invalid value `{value}` for `{name}`: {reason}"))
 }
 
 /// Checks a whole set of overrides.
@@ -175,12 +177,21 @@ pub fn effective(
     }
 }
 
-fn effective_value(broker: &BrokerConfig, overrides: &BTreeMap<String, String>, name: &str) -> String {
-    let def = definition(name).expect("effective_value is only called with names from TOPIC_CONFIGS");
+fn effective_value(
+    broker: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+    name: &str,
+) -> String {
+    let def =
+        definition(name).expect("effective_value is only called with names from TOPIC_CONFIGS");
     effective(broker, overrides, def).0
 }
 
-fn number<T: std::str::FromStr + Default>(broker: &BrokerConfig, o: &BTreeMap<String, String>, name: &str) -> T {
+fn number<T: std::str::FromStr + Default>(
+    broker: &BrokerConfig,
+    o: &BTreeMap<String, String>,
+    name: &str,
+) -> T {
     // Overrides were validated when stored, so a parse failure can only come from a hand-edited
     // metadata file; fall back to the type's default rather than refuse to start.
     effective_value(broker, o, name).parse().unwrap_or_default()
@@ -231,20 +242,30 @@ mod tests {
         assert!(validate("retention.ms", "1000").is_ok());
         assert!(validate("retention.ms", "-2").is_err());
         assert!(validate("retention.ms", "soon").is_err());
-        assert!(validate("no.such.config", "1").unwrap_err().contains("no.such.config"));
+        assert!(validate("no.such.config", "1")
+            .unwrap_err()
+            .contains("no.such.config"));
         assert!(validate("cleanup.policy", "compact").is_err());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
     }
 
     #[test]
     fn overrides_win_over_broker_defaults() {
-        let mut broker = BrokerConfig::default();
-        broker.log_retention_ms = 1234;
+        let broker = BrokerConfig {
+            log_retention_ms: 1234,
+            ..Default::default()
+        };
         let mut o = BTreeMap::new();
         let def = definition("retention.ms").unwrap();
-        assert_eq!(effective(&broker, &o, def), ("1234".into(), ConfigSource::StaticBroker));
+        assert_eq!(
+            effective(&broker, &o, def),
+            ("1234".into(), ConfigSource::StaticBroker)
+        );
         o.insert("retention.ms".to_string(), "99".to_string());
-        assert_eq!(effective(&broker, &o, def), ("99".into(), ConfigSource::Topic));
+        assert_eq!(
+            effective(&broker, &o, def),
+            ("99".into(), ConfigSource::Topic)
+        );
         let lc = log_config(&broker, &o);
         assert_eq!(lc.retention_ms, 99);
         assert_eq!(lc.segment_bytes, 1 << 30);

@@ -25,20 +25,32 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(reader: R, max_size: usize) -> Self {
-        FrameReader { reader, buffer: BytesMut::with_capacity(64 * 1024), max_size }
+        FrameReader {
+            reader,
+            buffer: BytesMut::with_capacity(64 * 1024),
+            max_size,
+        }
     }
 
     /// The next frame without its size prefix, or `None` at a clean end of stream.
     pub async fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         loop {
             if self.buffer.len() >= 4 {
-                let size = i32::from_be_bytes([self.buffer[0], self.buffer[1], self.buffer[2], self.buffer[3]]);
+                let size = i32::from_be_bytes([
+                    self.buffer[0],
+                    self.buffer[1],
+                    self.buffer[2],
+                    self.buffer[3],
+                ]);
                 if size < 0 {
                     return Err(FrameError::NegativeSize(size));
                 }
                 let size = size as usize;
                 if size > self.max_size {
-                    return Err(FrameError::TooLarge { size: size as i64, max: self.max_size });
+                    return Err(FrameError::TooLarge {
+                        size: size as i64,
+                        max: self.max_size,
+                    });
                 }
                 if self.buffer.len() >= 4 + size {
                     self.buffer.advance(4);
@@ -50,7 +62,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buffer.reserve(64 * 1024);
             }
             if self.reader.read_buf(&mut self.buffer).await? == 0 {
-                return if self.buffer.is_empty() { Ok(None) } else { Err(FrameError::Truncated) };
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
             }
         }
     }
@@ -74,10 +90,19 @@ mod tests {
         assert!(r.next_frame().await.unwrap().is_none());
 
         let big = 11i32.to_be_bytes();
-        assert!(matches!(FrameReader::new(&big[..], 10).next_frame().await, Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            FrameReader::new(&big[..], 10).next_frame().await,
+            Err(FrameError::TooLarge { .. })
+        ));
         let neg = (-1i32).to_be_bytes();
-        assert!(matches!(FrameReader::new(&neg[..], 10).next_frame().await, Err(FrameError::NegativeSize(-1))));
+        assert!(matches!(
+            FrameReader::new(&neg[..], 10).next_frame().await,
+            Err(FrameError::NegativeSize(-1))
+        ));
         let cut = [0u8, 0, 0, 5, b'a'];
-        assert!(matches!(FrameReader::new(&cut[..], 10).next_frame().await, Err(FrameError::Truncated)));
+        assert!(matches!(
+            FrameReader::new(&cut[..], 10).next_frame().await,
+            Err(FrameError::Truncated)
+        ));
     }
 }

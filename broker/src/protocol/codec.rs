@@ -12,7 +12,11 @@ pub enum DecodeError {
     #[error("unknown API key {0}")]
     UnknownApiKey(i16),
     #[error("cannot decode {api:?} v{version}: {reason}")]
-    Malformed { api: ApiKey, version: i16, reason: String },
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
 }
 
 /// A decoded request header and the body bytes after it.
@@ -34,18 +38,28 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, DecodeError> {
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api = ApiKey::try_from(key).map_err(|_| DecodeError::UnknownApiKey(key))?;
     let header_version = api.request_header_version(version);
-    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| DecodeError::Malformed {
+    let header =
+        RequestHeader::decode(&mut frame, header_version).map_err(|e| DecodeError::Malformed {
+            api,
+            version,
+            reason: e.to_string(),
+        })?;
+    Ok(RequestFrame {
         api,
         version,
-        reason: e.to_string(),
-    })?;
-    Ok(RequestFrame { api, version, header, body: frame })
+        header,
+        body: frame,
+    })
 }
 
 /// Decodes a request body, which must be consumed exactly.
 pub fn decode_body<T: Decodable>(frame: &RequestFrame) -> Result<T, DecodeError> {
     let mut body = frame.body.clone();
-    let malformed = |reason: String| DecodeError::Malformed { api: frame.api, version: frame.version, reason };
+    let malformed = |reason: String| DecodeError::Malformed {
+        api: frame.api,
+        version: frame.version,
+        reason,
+    };
     let message = T::decode(&mut body, frame.version).map_err(|e| malformed(format!("{e:#}")))?;
     if !body.is_empty() {
         return Err(malformed(format!("{} trailing bytes", body.len())));

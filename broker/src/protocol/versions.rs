@@ -22,7 +22,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
 
 /// The supported version range of an API, if it is served at all.
 pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED_APIS.iter().find(|(k, _, _)| *k == api).map(|&(_, min, max)| (min, max))
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|&(_, min, max)| (min, max))
 }
 
 /// Whether `version` of `api` is served.
@@ -38,7 +41,10 @@ mod tests {
     fn advertised_ranges_are_within_what_the_codec_handles() {
         for &(api, min, max) in SUPPORTED_APIS {
             let codec = api.valid_versions();
-            assert!(min >= codec.min && max <= codec.max && min <= max, "{api:?}");
+            assert!(
+                min >= codec.min && max <= codec.max && min <= max,
+                "{api:?}"
+            );
         }
         assert!(is_supported(ApiKey::Metadata, 0));
         assert!(!is_supported(ApiKey::Produce, 2));

@@ -24,17 +24,26 @@ pub struct ReplicaManager {
 
 impl ReplicaManager {
     pub fn new(config: Arc<BrokerConfig>) -> ReplicaManager {
-        ReplicaManager { config, partitions: RwLock::new(HashMap::new()) }
+        ReplicaManager {
+            config,
+            partitions: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The partition, if this broker hosts it.
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        self.read().get(topic).and_then(|p| p.get(&partition)).cloned()
+        self.read()
+            .get(topic)
+            .and_then(|p| p.get(&partition))
+            .cloned()
     }
 
     /// Every hosted partition.
     pub fn all(&self) -> Vec<Arc<Partition>> {
-        self.read().values().flat_map(|p| p.values().cloned()).collect()
+        self.read()
+            .values()
+            .flat_map(|p| p.values().cloned())
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, TopicPartitions>> {
@@ -60,16 +69,29 @@ impl ReplicaManager {
     fn open_topic(&self, topic: &TopicImage) {
         let name: Arc<str> = Arc::from(topic.name.as_str());
         for (&index, p) in &topic.partitions {
-            if !p.replicas.contains(&self.config.node_id) || self.get(&topic.name, index).is_some() {
+            if !p.replicas.contains(&self.config.node_id) || self.get(&topic.name, index).is_some()
+            {
                 continue;
             }
             let dir = self.partition_dir(&topic.name, index);
-            match Partition::open(dir, name.clone(), index, topic.id, self.settings(topic), p.leader_epoch) {
+            match Partition::open(
+                dir,
+                name.clone(),
+                index,
+                topic.id,
+                self.settings(topic),
+                p.leader_epoch,
+            ) {
                 Ok(partition) => {
-                    self.write().entry(name.clone()).or_default().insert(index, Arc::new(partition));
+                    self.write()
+                        .entry(name.clone())
+                        .or_default()
+                        .insert(index, Arc::new(partition));
                 }
                 // The partition stays offline: produce and fetch answer KAFKA_STORAGE_ERROR.
-                Err(e) => tracing::error!(topic = %topic.name, partition = index, error = %e, "cannot open partition"),
+                Err(e) => {
+                    tracing::error!(topic = %topic.name, partition = index, error = %e, "cannot open partition")
+                }
             }
         }
     }
@@ -77,28 +99,39 @@ impl ReplicaManager {
     fn delete_topic(&self, id: &Uuid) {
         let removed: Vec<Arc<Partition>> = {
             let mut map = self.write();
-            let name = map.iter().find(|(_, ps)| ps.values().any(|p| p.topic_id == *id)).map(|(n, _)| n.clone());
-            name.and_then(|n| map.remove(&n)).map(|ps| ps.into_values().collect()).unwrap_or_default()
+            let name = map
+                .iter()
+                .find(|(_, ps)| ps.values().any(|p| p.topic_id == *id))
+                .map(|(n, _)| n.clone());
+            name.and_then(|n| map.remove(&n))
+                .map(|ps| ps.into_values().collect())
+                .unwrap_or_default()
         };
         for p in removed {
             let dir = p.log().dir().to_path_buf();
             let doomed = dir.with_file_name(format!(
                 "{}.{}{DELETE_SUFFIX}",
-                dir.file_name().and_then(|n| n.to_str()).unwrap_or("partition"),
+                dir.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("partition"),
                 id.simple()
             ));
             // Rename first so a topic created again under the same name starts empty; the
             // files go in the background, and a crash before that is finished on next start.
             match std::fs::rename(&dir, &doomed) {
                 Ok(()) => remove_dir_in_background(doomed),
-                Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot delete partition directory"),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot delete partition directory")
+                }
             }
         }
     }
 
     /// Removes directories of deleted topics left by a crash, and partitions no longer assigned.
     fn remove_orphans(&self, image: &MetadataImage) {
-        let Ok(entries) = std::fs::read_dir(&self.config.data_dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.config.data_dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if !path.is_dir() {
@@ -108,12 +141,18 @@ impl ReplicaManager {
             let known = name.rsplit_once('-').is_some_and(|(topic, p)| {
                 p.parse::<i32>().ok().is_some_and(|p| {
                     image.topic(topic).is_some_and(|t| {
-                        t.partitions.get(&p).is_some_and(|pi| pi.replicas.contains(&self.config.node_id))
+                        t.partitions
+                            .get(&p)
+                            .is_some_and(|pi| pi.replicas.contains(&self.config.node_id))
                     })
                 })
             });
-            let looks_like_partition = name.rsplit_once('-').is_some_and(|(_, p)| p.parse::<i32>().is_ok());
-            if name.ends_with(DELETE_SUFFIX) || (looks_like_partition && !known && is_partition_dir(&path)) {
+            let looks_like_partition = name
+                .rsplit_once('-')
+                .is_some_and(|(_, p)| p.parse::<i32>().is_ok());
+            if name.ends_with(DELETE_SUFFIX)
+                || (looks_like_partition && !known && is_partition_dir(&path))
+            {
                 tracing::info!(dir = %path.display(), "removing partition directory of a deleted topic");
                 remove_dir_in_background(path);
             }
@@ -166,7 +205,8 @@ impl MetadataListener for ReplicaManager {
                     if let Some(topic) = image.topic_by_id(topic_id) {
                         let settings = self.settings(topic);
                         if let Some(ps) = self.read().get(topic.name.as_str()) {
-                            ps.values().for_each(|p| p.update_settings(settings.clone()));
+                            ps.values()
+                                .for_each(|p| p.update_settings(settings.clone()));
                         }
                     }
                 }

@@ -35,7 +35,8 @@ pub enum AppendError {
 impl AppendError {
     pub fn kafka_error(&self) -> ResponseError {
         match self {
-            AppendError::Batch(e) => ResponseError::try_from_code(e.kafka_error_code()).unwrap_or(ResponseError::CorruptMessage),
+            AppendError::Batch(e) => ResponseError::try_from_code(e.kafka_error_code())
+                .unwrap_or(ResponseError::CorruptMessage),
             AppendError::Sequence(e) => e.kafka_error(),
             AppendError::Log(_) => ResponseError::KafkaStorageError,
             AppendError::InvalidRecord(_) => ResponseError::InvalidRecord,
@@ -127,7 +128,10 @@ impl Partition {
     }
 
     pub fn settings(&self) -> PartitionSettings {
-        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn update_settings(&self, settings: PartitionSettings) {
@@ -153,12 +157,20 @@ impl Partition {
 
     /// Appends a producer's records as the partition leader. `records` is a slice of the request
     /// buffer; the log writes it with a patched copy of the batch header, no other copy.
-    pub fn append_as_leader(&self, records: &[u8], acks: i16, now_ms: i64) -> Result<AppendOutcome, AppendError> {
+    pub fn append_as_leader(
+        &self,
+        records: &[u8],
+        acks: i16,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, AppendError> {
         let settings = self.settings();
         if acks == -1 {
             let isr = self.isr_size.load(Ordering::Acquire);
             if isr < settings.min_insync_replicas {
-                return Err(AppendError::NotEnoughReplicas { isr, required: settings.min_insync_replicas });
+                return Err(AppendError::NotEnoughReplicas {
+                    isr,
+                    required: settings.min_insync_replicas,
+                });
             }
         }
         let validated = validate_batches(records, settings.log.max_message_bytes)?;
@@ -171,19 +183,27 @@ impl Partition {
             )));
         };
         if header.is_transactional() || header.is_control() {
-            return Err(AppendError::InvalidRecord("transactional and control batches are not supported".into()));
+            return Err(AppendError::InvalidRecord(
+                "transactional and control batches are not supported".into(),
+            ));
         }
         let header = *header;
         let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
         if header.producer_id >= 0 {
-            let check = producers.check(header.producer_id, header.producer_epoch, header.base_sequence, header.last_sequence())?;
+            let check = producers.check(
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                header.last_sequence(),
+            )?;
             if let SequenceCheck::Duplicate(meta) = check {
                 return Ok(AppendOutcome::Duplicate(meta));
             }
         }
         let append_time = settings.log.timestamp_type_log_append.then_some(now_ms);
-        let mut buf = bytes::BytesMut::from(records);
-        let info = self.log.append(&mut buf, &validated, self.leader_epoch(), append_time)?;
+        let info = self
+            .log
+            .append(records, &validated, self.leader_epoch(), append_time)?;
         if header.producer_id >= 0 {
             producers.record(
                 header.producer_id,
@@ -200,7 +220,8 @@ impl Partition {
         drop(producers);
         // A single in-sync replica: what the leader has is committed.
         if self.isr_size.load(Ordering::Acquire) <= 1 {
-            self.high_watermark.store(info.last_offset + 1, Ordering::Release);
+            self.high_watermark
+                .store(info.last_offset + 1, Ordering::Release);
         }
         self.wake_waiters();
         Ok(AppendOutcome::Appended(info))
@@ -219,13 +240,22 @@ impl Partition {
             let log = self.log.clone();
             tokio::task::spawn_blocking(move || log.flush())
                 .await
-                .map_err(|e| LogError::Io { path: self.log.dir().to_path_buf(), source: std::io::Error::other(e) })??;
+                .map_err(|e| LogError::Io {
+                    path: self.log.dir().to_path_buf(),
+                    source: std::io::Error::other(e),
+                })??;
         }
     }
 
     /// Reads committed data (below the high watermark) starting at `offset`.
-    pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<ReadInfo, LogError> {
-        self.log.read(offset, max_bytes, self.high_watermark(), min_one_batch)
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadInfo, LogError> {
+        self.log
+            .read(offset, max_bytes, self.high_watermark(), min_one_batch)
     }
 
     /// Registers a fetch that wants to be woken by the next append.
@@ -247,7 +277,10 @@ impl Partition {
     /// Clean shutdown: snapshot producer state, flush, mark the log clean.
     pub fn close(&self) -> Result<(), LogError> {
         let producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
-        let snapshot = ProducerSnapshot { end_offset: self.log.log_end_offset(), table: producers.clone() };
+        let snapshot = ProducerSnapshot {
+            end_offset: self.log.log_end_offset(),
+            table: producers.clone(),
+        };
         write_snapshot(self.log.dir(), &snapshot)?;
         self.log.close()
     }
@@ -276,7 +309,10 @@ fn load_producer_state(log: &Log) -> Result<ProducerStateTable, LogError> {
 
 fn write_snapshot(dir: &Path, snapshot: &ProducerSnapshot) -> Result<(), LogError> {
     let tmp = dir.join(format!("{PRODUCER_SNAPSHOT_FILE}.tmp"));
-    let io = |source| LogError::Io { path: tmp.clone(), source };
+    let io = |source| LogError::Io {
+        path: tmp.clone(),
+        source,
+    };
     let bytes = serde_json::to_vec(snapshot).expect("producer state always serializes to JSON");
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, dir.join(PRODUCER_SNAPSHOT_FILE)).map_err(io)

@@ -41,9 +41,17 @@ pub enum SequenceCheck {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SequenceError {
     #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
-    StaleEpoch { producer_id: i64, epoch: i16, current: i16 },
+    StaleEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
     #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
-    OutOfOrder { producer_id: i64, expected: i32, got: i32 },
+    OutOfOrder {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
 }
 
 impl SequenceError {
@@ -71,28 +79,50 @@ fn next_seq(seq: i32) -> i32 {
 
 impl ProducerStateTable {
     /// Checks a batch from `producer_id` before it is appended.
-    pub fn check(&self, producer_id: i64, epoch: i16, first_seq: i32, last_seq: i32) -> Result<SequenceCheck, SequenceError> {
+    pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        last_seq: i32,
+    ) -> Result<SequenceCheck, SequenceError> {
         let Some(entry) = self.producers.get(&producer_id) else {
             // Unknown producer (new, or its state expired with retention): accept, as Kafka does.
             return Ok(SequenceCheck::Append);
         };
         if epoch < entry.epoch {
-            return Err(SequenceError::StaleEpoch { producer_id, epoch, current: entry.epoch });
+            return Err(SequenceError::StaleEpoch {
+                producer_id,
+                epoch,
+                current: entry.epoch,
+            });
         }
         if epoch > entry.epoch {
             // A bumped epoch restarts sequences at zero.
             return if first_seq == 0 {
                 Ok(SequenceCheck::Append)
             } else {
-                Err(SequenceError::OutOfOrder { producer_id, expected: 0, got: first_seq })
+                Err(SequenceError::OutOfOrder {
+                    producer_id,
+                    expected: 0,
+                    got: first_seq,
+                })
             };
         }
-        if let Some(dup) = entry.batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
+        if let Some(dup) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+        {
             return Ok(SequenceCheck::Duplicate(*dup));
         }
         let expected = entry.batches.back().map_or(0, |b| next_seq(b.last_seq));
         if first_seq != expected {
-            return Err(SequenceError::OutOfOrder { producer_id, expected, got: first_seq });
+            return Err(SequenceError::OutOfOrder {
+                producer_id,
+                expected,
+                got: first_seq,
+            });
         }
         Ok(SequenceCheck::Append)
     }
@@ -149,7 +179,13 @@ mod tests {
     use super::*;
 
     fn meta(first_seq: i32, last_seq: i32, first_offset: i64) -> BatchMeta {
-        BatchMeta { first_seq, last_seq, first_offset, last_offset: first_offset + (last_seq - first_seq) as i64, timestamp: 0 }
+        BatchMeta {
+            first_seq,
+            last_seq,
+            first_offset,
+            last_offset: first_offset + (last_seq - first_seq) as i64,
+            timestamp: 0,
+        }
     }
 
     #[test]
@@ -159,12 +195,24 @@ mod tests {
         t.record(7, 0, meta(0, 9, 100));
         assert_eq!(t.check(7, 0, 10, 19), Ok(SequenceCheck::Append));
         t.record(7, 0, meta(10, 19, 110));
-        assert_eq!(t.check(7, 0, 0, 9), Ok(SequenceCheck::Duplicate(meta(0, 9, 100))));
-        assert!(matches!(t.check(7, 0, 25, 30), Err(SequenceError::OutOfOrder { expected: 20, .. })));
+        assert_eq!(
+            t.check(7, 0, 0, 9),
+            Ok(SequenceCheck::Duplicate(meta(0, 9, 100)))
+        );
+        assert!(matches!(
+            t.check(7, 0, 25, 30),
+            Err(SequenceError::OutOfOrder { expected: 20, .. })
+        ));
         assert_eq!(t.check(7, 1, 0, 3), Ok(SequenceCheck::Append));
-        assert!(matches!(t.check(7, 1, 5, 6), Err(SequenceError::OutOfOrder { expected: 0, .. })));
+        assert!(matches!(
+            t.check(7, 1, 5, 6),
+            Err(SequenceError::OutOfOrder { expected: 0, .. })
+        ));
         t.record(7, 1, meta(0, 3, 120));
-        assert!(matches!(t.check(7, 0, 20, 21), Err(SequenceError::StaleEpoch { current: 1, .. })));
+        assert!(matches!(
+            t.check(7, 0, 20, 21),
+            Err(SequenceError::StaleEpoch { current: 1, .. })
+        ));
     }
 
     #[test]
@@ -173,8 +221,14 @@ mod tests {
         for i in 0..7 {
             t.record(1, 0, meta(i, i, i as i64));
         }
-        assert!(matches!(t.check(1, 0, 6, 6), Ok(SequenceCheck::Duplicate(_))));
-        assert!(matches!(t.check(1, 0, 2, 2), Ok(SequenceCheck::Duplicate(_))));
+        assert!(matches!(
+            t.check(1, 0, 6, 6),
+            Ok(SequenceCheck::Duplicate(_))
+        ));
+        assert!(matches!(
+            t.check(1, 0, 2, 2),
+            Ok(SequenceCheck::Duplicate(_))
+        ));
         assert!(t.check(1, 0, 1, 1).is_err());
         assert_eq!(t.check(1, 0, 7, 7), Ok(SequenceCheck::Append));
     }
