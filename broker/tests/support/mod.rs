@@ -1,0 +1,38 @@
+//! Test support: a real broker in this process, on free ports and a temp dir.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use sluice_broker::config::BrokerConfig;
+use sluice_broker::server::{self, RunningBroker};
+
+pub struct TestBroker {
+    pub running: RunningBroker,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    pub async fn start() -> TestBroker {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            listener: "127.0.0.1:0".parse().unwrap(),
+            http_listener: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        };
+        configure(&mut config);
+        let running = server::start(config).await.expect("broker starts");
+        TestBroker { running, dir }
+    }
+
+    pub fn addr(&self) -> String {
+        self.running.kafka_addr.to_string()
+    }
+
+    pub async fn client(&self) -> sluice_client::Client {
+        sluice_client::Client::connect(&[self.addr()]).await.expect("client connects")
+    }
+}
