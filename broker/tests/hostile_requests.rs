@@ -23,7 +23,9 @@ fn raw_frame(api: i16, version: i16, body: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&7i32.to_be_bytes());
     frame.extend_from_slice(&1i16.to_be_bytes());
     frame.push(b'x');
-    let flexible = ApiKey::try_from(api).map(|k| k.request_header_version(version) >= 2).unwrap_or(false);
+    let flexible = ApiKey::try_from(api)
+        .map(|k| k.request_header_version(version) >= 2)
+        .unwrap_or(false);
     if flexible {
         frame.push(0); // no tagged fields
     }
@@ -49,7 +51,10 @@ fn exchange(addr: &str, frame: &[u8]) -> Vec<u8> {
 
 async fn still_serves(broker: &TestBroker) {
     let client = broker.client().await;
-    let md = client.metadata(None).await.expect("metadata after hostile input");
+    let md = client
+        .metadata(None)
+        .await
+        .expect("metadata after hostile input");
     assert_eq!(md.brokers.len(), 1);
 }
 
@@ -63,14 +68,30 @@ async fn huge_array_counts_close_the_connection_without_aborting() {
         // Metadata v9 (flexible): compact array claiming 2^32-2 entries.
         raw_frame(3, 9, &[0xff, 0xff, 0xff, 0xff, 0x0f, 2, b'a']),
         // Produce v3: topic_data claiming 2^31-1 entries.
-        raw_frame(0, 3, &[0xff, 0xff, 0, 1, 0, 0, 0x75, 0x30, 0x7f, 0xff, 0xff, 0xff]),
+        raw_frame(
+            0,
+            3,
+            &[0xff, 0xff, 0, 1, 0, 0, 0x75, 0x30, 0x7f, 0xff, 0xff, 0xff],
+        ),
         // Fetch v4: topics claiming 2^31-1 entries.
-        raw_frame(1, 4, &[0xff, 0xff, 0xff, 0xff, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0x7f, 0xff, 0xff, 0xff]),
+        raw_frame(
+            1,
+            4,
+            &[
+                0xff, 0xff, 0xff, 0xff, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0x7f, 0xff, 0xff,
+                0xff,
+            ],
+        ),
     ];
     for frame in cases {
         let a = addr.clone();
-        let reply = tokio::task::spawn_blocking(move || exchange(&a, &frame)).await.unwrap();
-        assert!(reply.is_empty(), "expected the connection to be closed, got {reply:?}");
+        let reply = tokio::task::spawn_blocking(move || exchange(&a, &frame))
+            .await
+            .unwrap();
+        assert!(
+            reply.is_empty(),
+            "expected the connection to be closed, got {reply:?}"
+        );
         still_serves(&broker).await;
     }
 }
@@ -82,14 +103,20 @@ async fn unknown_api_and_unsupported_versions() {
     let replies = tokio::task::spawn_blocking(move || {
         (
             exchange(&addr, &raw_frame(999, 0, &[])),
-            exchange(&addr, &raw_frame(0, 2, &[])),  // Produce v2: below what we serve
+            exchange(&addr, &raw_frame(0, 2, &[])), // Produce v2: below what we serve
             exchange(&addr, &raw_frame(18, 99, &[])), // ApiVersions v99: KIP-511
         )
     })
     .await
     .unwrap();
-    assert!(replies.0.is_empty(), "unknown API key closes the connection");
-    assert!(replies.1.is_empty(), "unsupported version closes the connection");
+    assert!(
+        replies.0.is_empty(),
+        "unknown API key closes the connection"
+    );
+    assert!(
+        replies.1.is_empty(),
+        "unsupported version closes the connection"
+    );
     // KIP-511: correlation id, then a v0 body: error 35 and our ranges.
     let r = replies.2;
     assert_eq!(&r[0..4], &7i32.to_be_bytes());
@@ -103,7 +130,9 @@ async fn unknown_api_and_unsupported_versions() {
 fn encoded_defaults() -> Vec<(ApiKey, i16, Bytes)> {
     fn enc<T: Encodable + Default>(v: i16) -> Bytes {
         let mut b = BytesMut::new();
-        T::default().encode(&mut b, v).expect("default requests encode");
+        T::default()
+            .encode(&mut b, v)
+            .expect("default requests encode");
         b.freeze()
     }
     let mut out = Vec::new();
@@ -178,8 +207,10 @@ proptest! {
 
 /// One broker for all proptest cases (each case builds its own runtime).
 async fn shared_broker() -> &'static std::sync::Arc<sluice_broker::broker::Broker> {
-    static BROKER: std::sync::OnceLock<(std::sync::Arc<sluice_broker::broker::Broker>, tempfile::TempDir)> =
-        std::sync::OnceLock::new();
+    static BROKER: std::sync::OnceLock<(
+        std::sync::Arc<sluice_broker::broker::Broker>,
+        tempfile::TempDir,
+    )> = std::sync::OnceLock::new();
     if BROKER.get().is_none() {
         let t = TestBroker::start().await;
         // The broker's tasks die with this case's runtime; the handlers only need its state.

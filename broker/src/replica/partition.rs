@@ -267,6 +267,12 @@ impl Partition {
         waiters.push(Arc::downgrade(waiter));
     }
 
+    /// Fetches currently parked on this partition.
+    pub fn parked_fetches(&self) -> usize {
+        let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.iter().filter(|w| w.strong_count() > 0).count()
+    }
+
     fn wake_waiters(&self) {
         let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
         for w in waiters.iter().filter_map(Weak::upgrade) {

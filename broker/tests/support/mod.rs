@@ -33,6 +33,8 @@ impl TestBroker {
     }
 
     pub async fn client(&self) -> sluice_client::Client {
-        sluice_client::Client::connect(&[self.addr()]).await.expect("client connects")
+        sluice_client::Client::connect(&[self.addr()])
+            .await
+            .expect("client connects")
     }
 }
