@@ -23,6 +23,7 @@ consume_kafka_python, metric_value, run_kcat.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import re
 import selectors
@@ -49,6 +50,15 @@ STOP_TIMEOUT = float(os.environ.get("SLUICE_STOP_TIMEOUT", "30"))
 
 # Default settings every test broker gets (tests override per key).
 DEFAULT_SETTINGS: dict[str, str] = {}
+
+# librdkafka logs go to this logger (pytest shows them as "Captured log" for failing tests) rather
+# than to the worker's stderr, where clients outliving their test would keep printing.
+RDKAFKA_LOG = logging.getLogger("librdkafka")
+RDKAFKA_LOG.addHandler(logging.NullHandler())
+
+
+def rdkafka_conf(conf: dict) -> dict:
+    return {"logger": RDKAFKA_LOG, **conf}
 
 
 def _set_pdeathsig():  # runs in the child: die with the pytest worker that started us
@@ -107,6 +117,7 @@ class Broker:
                 f"broker binary not found at {BROKER_BIN} "
                 "(run `cargo build --release -p sluice-broker` or set SLUICE_BROKER_BIN)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._admin = None
         self.starts += 1
         cmd = self.command()
         with open(self.stderr_path, "ab") as f:
@@ -114,6 +125,7 @@ class Broker:
         errf = open(self.stderr_path, "ab")
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")
         try:
             self.proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL,
@@ -244,6 +256,17 @@ class Broker:
     def panics(self) -> list[str]:
         return [l for l in self.stderr_text().splitlines() if "panicked at" in l]
 
+    # --- clients -------------------------------------------------------------------------------
+
+    def admin(self):
+        """A confluent-kafka AdminClient for this broker, kept alive for the broker's lifetime
+        (futures of a garbage-collected AdminClient fail with _DESTROY)."""
+        from confluent_kafka.admin import AdminClient
+
+        if getattr(self, "_admin", None) is None:
+            self._admin = AdminClient(rdkafka_conf({"bootstrap.servers": self.bootstrap}))
+        return self._admin
+
     # --- HTTP side port ----------------------------------------------------------------------
 
     def http_get(self, path: str, timeout: float = 10.0) -> tuple[int, str]:
@@ -348,6 +371,7 @@ def consumer_conf_confluent(bootstrap: str, **extra) -> dict:
     """librdkafka consumer for assign()-only use: it requires a group.id, but with assign(),
     explicit offsets and commits disabled, the group is never used for coordination."""
     conf = {
+        "logger": RDKAFKA_LOG,
         "bootstrap.servers": bootstrap,
         "group.id": "sluice-test-unused",
         "enable.auto.commit": False,
@@ -366,7 +390,7 @@ def produce_confluent(bootstrap: str, topic: str, records, conf: dict | None = N
     as a list of (err, partition, offset) in produce order. Asserts everything was delivered."""
     from confluent_kafka import Producer
 
-    c = {"bootstrap.servers": bootstrap, "linger.ms": 5}
+    c = rdkafka_conf({"bootstrap.servers": bootstrap, "linger.ms": 5})
     c.update(conf or {})
     p = Producer(c)
     reports = []

@@ -18,8 +18,8 @@ UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_PARTITIONS = 37
 
 
-def admin(broker):
-    return AdminClient({"bootstrap.servers": broker.bootstrap})
+def admin(broker) -> AdminClient:
+    return broker.admin()
 
 
 def result(fut, timeout=30):
@@ -102,8 +102,8 @@ def test_consumer_assign_needs_no_group_coordinator(broker, topic):
     log.addHandler(Capture())
     log.setLevel(logging.DEBUG)
     conf = consumer_conf_confluent(broker.bootstrap, debug="protocol,cgrp",
-                                   error_cb=lambda e: errors.append(e))
-    c = Consumer(conf, logger=log)
+                                   error_cb=lambda e: errors.append(e), logger=log)
+    c = Consumer(conf)
     try:
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         got = []

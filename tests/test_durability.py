@@ -6,9 +6,9 @@ import time
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+from confluent_kafka.admin import ConfigResource, NewPartitions, NewTopic
 
-from conftest import consume_confluent, consumer_conf_confluent, produce_confluent, wait_until
+from conftest import RDKAFKA_LOG, consume_confluent, consumer_conf_confluent, produce_confluent, wait_until
 
 N_MILLION = int(os.environ.get("SLUICE_DURABILITY_RECORDS", "1000000"))
 
@@ -22,6 +22,7 @@ def produce_indexed(bootstrap, topic, start, count, conf=None):
     """Produces value_for(i) for i in [start, start+count) to partition 0 with acks=all; asserts
     every record was acknowledged at offset i."""
     c = {
+        "logger": RDKAFKA_LOG,
         "bootstrap.servers": bootstrap,
         "acks": "all",
         "enable.idempotence": True,
@@ -153,7 +154,7 @@ def partitions(admin, topic):
 
 @pytest.mark.parametrize("clean", [True, False], ids=["sigterm", "sigkill"])
 def test_topics_configs_and_data_survive_restart(broker, topic, clean):
-    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    a = broker.admin()
     a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1,
                               config={"retention.ms": "987654321", "max.message.bytes": "200000"})])[topic].result(30)
     a.create_partitions([NewPartitions(topic, 5)])[topic].result(30)
@@ -170,7 +171,7 @@ def test_topics_configs_and_data_survive_restart(broker, topic, clean):
         broker.kill()
     broker.start()
 
-    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    a = broker.admin()
     # listing topics must not auto-create anything; both topics are there with their partitions
     assert partitions(a, topic) == 5
     assert partitions(a, auto) == 1

@@ -52,10 +52,10 @@ def test_metrics_move_with_traffic(broker, topic):
 
 
 def test_partitions_gauge(broker, topic):
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
     before = broker.metric("sluice_partitions")
-    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    a = broker.admin()
     a.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(30)
     wait_until(lambda: broker.metric("sluice_partitions") == before + 4, 10, 0.1, "partitions gauge +4")
     a.delete_topics([topic])[topic].result(30)

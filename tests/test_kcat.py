@@ -26,7 +26,7 @@ def assert_clean_protocol(stderr: bytes):
 
 def kcat_api_versions_debug(broker):
     """kcat -L with protocol debugging: librdkafka logs the ApiVersions it parsed."""
-    return run_kcat("-L", "-b", broker.bootstrap, "-m", "15", "-d", "protocol,broker")
+    return run_kcat("-L", "-b", broker.bootstrap, "-m", "15", "-d", "protocol,broker,feature")
 
 
 def test_metadata_listing(broker, topic):

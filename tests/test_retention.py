@@ -6,7 +6,7 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import ConfigResource, NewTopic
 
 from conftest import consume_confluent, consumer_conf_confluent, produce_confluent, wait_until
 
@@ -15,7 +15,7 @@ FAST_RETENTION = {"log.retention.check.interval.ms": "200"}
 
 
 def create(broker, topic, config):
-    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    a = broker.admin()
     a.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1, config=config)])[topic].result(30)
     return a
 
