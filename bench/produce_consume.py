@@ -148,7 +148,8 @@ def main():
         proc, bootstrap = start_broker(binary, data, args.set)
     try:
         topic = f"bench-{uuid.uuid4().hex[:8]}"
-        AdminClient({"bootstrap.servers": bootstrap}).create_topics(
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
+        admin.create_topics(
             [NewTopic(topic, num_partitions=args.partitions, replication_factor=1)])[topic].result(30)
         total = args.records * args.size
         p_dt = produce(bootstrap, topic, args.records, args.size, args.acks, args.compression, args.partitions)
