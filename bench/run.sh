@@ -21,7 +21,7 @@ fi
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM," \
      "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "broker: $BIN ($(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
-echo "client: confluent-kafka $("$PY" -c 'import confluent_kafka as c; print(c.version()[0], "librdkafka", c.libversion()[0])')"
+echo "client: $("$PY" -c 'import confluent_kafka as c, importlib.metadata as m; print("confluent-kafka", m.version("confluent-kafka"), "librdkafka", c.libversion()[0])')"
 echo
 
 for size in 100 1024; do
