@@ -267,6 +267,15 @@ class Broker:
             self._admin = AdminClient(rdkafka_conf({"bootstrap.servers": self.bootstrap}))
         return self._admin
 
+    def topics(self) -> dict[str, list[int]]:
+        """All topics and their partition ids, read with a plain Metadata v8 request (no
+        auto-creation), independent of any client library."""
+        import kafka_wire
+
+        with kafka_wire.Conn.to(self.bootstrap) as c:
+            md = c.metadata(None, allow_auto_create=False)
+        return {t: sorted(parts) for t, (code, parts) in md.items() if code == 0}
+
     # --- HTTP side port ----------------------------------------------------------------------
 
     def http_get(self, path: str, timeout: float = 10.0) -> tuple[int, str]:
