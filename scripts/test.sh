@@ -89,10 +89,9 @@ as_root() {
 install_system_deps() {
     local missing=()
     command -v kcat >/dev/null 2>&1 || missing+=(kcat)
-    command -v python3 >/dev/null 2>&1 || missing+=(python3)
-    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-        missing+=(python3-venv)
-    fi
+    command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+    # python3-venv (Debian ships venv's pip bootstrap separately) is installed on demand by
+    # install_python_deps when `python3 -m venv` fails.
     if [ "${#missing[@]}" -eq 0 ]; then
         echo "system packages present (kcat: $(command -v kcat), $(python3 --version))"
         return 0
@@ -113,7 +112,14 @@ install_python_deps() {
     fi
     echo "(re)creating $VENV from $REQS"
     rm -rf "$VENV"
-    python3 -m venv "$VENV" || return 1
+    if ! python3 -m venv "$VENV"; then
+        echo "python3 -m venv failed; installing python3-venv and retrying"
+        rm -rf "$VENV"
+        export DEBIAN_FRONTEND=noninteractive
+        as_root apt-get update -q || return 1
+        as_root apt-get install -y -q --no-install-recommends python3-venv || return 1
+        python3 -m venv "$VENV" || return 1
+    fi
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip || return 1
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS" || return 1
     echo "$want" > "$VENV/.requirements.sha256"
