@@ -12,7 +12,8 @@ Fixtures:
   topic             a unique topic name for the test
 
 Broker: start(), stop() (SIGTERM, asserts a clean exit), kill() (SIGKILL), restart(clean=...)
-(same data dir and Kafka port), http_get(), metrics(), partition_dir(), alive(), bootstrap.
+(same data dir and Kafka port), admin() (a cached confluent AdminClient), topics() (raw Metadata),
+http_get(), metrics(), metric(), partition_dir(), segment_files(), alive(), bootstrap.
 When a test fails, the tail of each of its brokers' stderr is attached to the report. At teardown
 a broker that died on its own or printed a Rust panic fails the test.
 
