@@ -52,17 +52,17 @@ pub fn decode_request(mut frame: Bytes) -> Result<RequestFrame, DecodeError> {
     })
 }
 
-/// Decodes a request body, which must be consumed exactly.
+/// Decodes a request body. Bytes left after the body are ignored, as Kafka ignores them:
+/// librdkafka 2.16 sends Metadata v12 requests with three extra bytes.
 pub fn decode_body<T: Decodable>(frame: &RequestFrame) -> Result<T, DecodeError> {
     let mut body = frame.body.clone();
-    let malformed = |reason: String| DecodeError::Malformed {
+    let message = T::decode(&mut body, frame.version).map_err(|e| DecodeError::Malformed {
         api: frame.api,
         version: frame.version,
-        reason,
-    };
-    let message = T::decode(&mut body, frame.version).map_err(|e| malformed(format!("{e:#}")))?;
+        reason: format!("{e:#}"),
+    })?;
     if !body.is_empty() {
-        return Err(malformed(format!("{} trailing bytes", body.len())));
+        tracing::debug!(api = ?frame.api, version = frame.version, trailing = body.len(), "ignoring bytes after the request body");
     }
     Ok(message)
 }
