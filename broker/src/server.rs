@@ -18,7 +18,7 @@ use crate::metadata::store::MetadataStore;
 use crate::metadata::{BrokerInfo, Controller, MetadataCache};
 use crate::metrics::Metrics;
 use crate::network::connection;
-use crate::replica::ReplicaManager;
+use crate::replica::{Partition, ReplicaManager};
 
 /// How long shutdown waits for in-flight requests before closing the logs anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,9 +131,19 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         http_listener,
         shutdown_rx.clone(),
     ));
-    tasks.spawn(retention_loop(broker.clone(), shutdown_rx.clone()));
+    tasks.spawn(every_partition(
+        broker.clone(),
+        config.log_retention_check_interval,
+        shutdown_rx.clone(),
+        roll_and_retain,
+    ));
     if config.flush_policy == FlushPolicy::Interval {
-        tasks.spawn(flush_loop(broker.clone(), shutdown_rx));
+        tasks.spawn(every_partition(
+            broker.clone(),
+            config.flush_interval,
+            shutdown_rx,
+            flush_if_dirty,
+        ));
     }
     broker.ready.store(true, Ordering::Release);
     tracing::info!(%kafka_addr, %http_addr, node_id = config.node_id, cluster_id = %broker.cluster_id, "broker started");
@@ -190,48 +200,46 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: watch
     while connections.join_next().await.is_some() {}
 }
 
-/// Retention and time-based rolling, every `log.retention.check.interval.ms`.
-async fn retention_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(broker.config.log_retention_check_interval);
+/// Runs `work` over every hosted partition, off the async workers, every `period` until shutdown.
+async fn every_partition(
+    broker: Arc<Broker>,
+    period: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    work: fn(&Partition),
+) {
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stopped(&mut shutdown) => return,
         }
         let partitions = broker.replicas.all();
-        let _ = tokio::task::spawn_blocking(move || {
-            let now = now_ms();
-            for p in partitions {
-                if let Err(e) = p.log().roll_if_due(now) {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "segment roll failed");
-                }
-                match p.log().enforce_retention(now) {
-                    Ok(outcome) => tracing::debug!(topic = %p.topic, partition = p.index, ?outcome, "retention checked"),
-                    Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
-                }
-            }
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || partitions.iter().for_each(|p| work(p))).await;
     }
 }
 
-/// Interval flushing: fsync partitions with unflushed data every `log.flush.interval.ms`.
-async fn flush_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(broker.config.flush_interval);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stopped(&mut shutdown) => return,
+/// Time-based rolling and retention (`log.retention.check.interval.ms`).
+fn roll_and_retain(p: &Partition) {
+    let now = now_ms();
+    if let Err(e) = p.log().roll_if_due(now) {
+        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "segment roll failed");
+    }
+    match p.log().enforce_retention(now) {
+        Ok(outcome) => {
+            tracing::debug!(topic = %p.topic, partition = p.index, ?outcome, "retention checked")
         }
-        let partitions = broker.replicas.all();
-        let _ = tokio::task::spawn_blocking(move || {
-            for p in partitions.iter().filter(|p| p.log().flushed_offset() < p.log_end_offset()) {
-                if let Err(e) = p.log().flush() {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
-                }
-            }
-        })
-        .await;
+        Err(e) => {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+        }
+    }
+}
+
+/// Interval flushing (`log.flush.interval.ms`): fsync what is not yet durable.
+fn flush_if_dirty(p: &Partition) {
+    if p.log().flushed_offset() < p.log_end_offset() {
+        if let Err(e) = p.log().flush() {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
+        }
     }
 }
 

@@ -25,11 +25,21 @@ fn message(s: String) -> Option<StrBytes> {
 }
 
 /// Names that appear more than once in one request: Kafka refuses all of their entries.
-fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut counts = HashMap::new();
     names.for_each(|n| *counts.entry(n).or_insert(0) += 1);
-    counts.retain(|_, c| *c > 1);
     counts
+        .into_iter()
+        .filter(|(_, c)| *c > 1)
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+fn duplicate_error(name: &str) -> ControllerError {
+    ControllerError {
+        code: ResponseError::InvalidRequest,
+        message: format!("topic `{name}` appears more than once in the request"),
+    }
 }
 
 pub async fn create_topics(
@@ -37,10 +47,7 @@ pub async fn create_topics(
     ctx: &RequestContext,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
-    let dups: Vec<String> = duplicates(request.topics.iter().map(|t| t.name.0.as_str()))
-        .into_keys()
-        .map(String::from)
-        .collect();
+    let dups = duplicates(request.topics.iter().map(|t| t.name.0.as_str()));
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -49,10 +56,7 @@ pub async fn create_topics(
         result.num_partitions = -1;
         result.replication_factor = -1;
         let outcome = if dups.contains(&name) {
-            Err(ControllerError {
-                code: ResponseError::InvalidRequest,
-                message: format!("topic `{name}` appears more than once in the request"),
-            })
+            Err(duplicate_error(&name))
         } else {
             match new_topic(broker, topic) {
                 Ok(new) => {
@@ -213,20 +217,14 @@ pub async fn create_partitions(
     broker: &Arc<Broker>,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let dups: Vec<String> = duplicates(request.topics.iter().map(|t| t.name.0.as_str()))
-        .into_keys()
-        .map(String::from)
-        .collect();
+    let dups = duplicates(request.topics.iter().map(|t| t.name.0.as_str()));
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut r = CreatePartitionsTopicResult::default();
         r.name = topic.name.clone();
         let outcome = if dups.contains(&name) {
-            Err(ControllerError {
-                code: ResponseError::InvalidRequest,
-                message: format!("topic `{name}` appears more than once in the request"),
-            })
+            Err(duplicate_error(&name))
         } else {
             let current = broker
                 .metadata
