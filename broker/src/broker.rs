@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::BrokerConfig;
+use crate::coordinator::GroupCoordinator;
 use crate::metadata::{Controller, MetadataCache};
 use crate::metrics::Metrics;
 use crate::replica::ReplicaManager;
@@ -16,6 +17,7 @@ pub struct Broker {
     pub metadata: Arc<MetadataCache>,
     pub controller: Controller,
     pub replicas: Arc<ReplicaManager>,
+    pub groups: Arc<GroupCoordinator>,
     pub metrics: Metrics,
     /// Serving: metadata loaded, partitions open, listener bound. Cleared at shutdown.
     pub ready: AtomicBool,

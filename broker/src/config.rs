@@ -93,6 +93,22 @@ pub struct BrokerConfig {
     pub fetch_max_bytes: usize,
     /// `cluster.id` (Sluice): fixed cluster id; generated and stored on first start otherwise.
     pub cluster_id: Option<String>,
+    /// `offsets.topic.num.partitions`
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.retention.minutes`, in ms: committed offsets of a group without members expire.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`
+    pub offsets_retention_check_interval: Duration,
+    /// `offset.metadata.max.bytes`
+    pub offset_metadata_max_bytes: usize,
+    /// `group.initial.rebalance.delay.ms`
+    pub group_initial_rebalance_delay: Duration,
+    /// `group.min.session.timeout.ms`
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`
+    pub group_max_session_timeout_ms: i32,
+    /// `group.max.size`
+    pub group_max_size: usize,
 }
 
 impl Default for BrokerConfig {
@@ -124,6 +140,14 @@ impl Default for BrokerConfig {
             flush_interval: Duration::from_millis(1000),
             fetch_max_bytes: 55 * 1024 * 1024,
             cluster_id: None,
+            offsets_topic_num_partitions: 50,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
+            offsets_retention_check_interval: Duration::from_millis(600_000),
+            offset_metadata_max_bytes: 4096,
+            group_initial_rebalance_delay: Duration::from_millis(3000),
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: 1000,
         }
     }
 }
@@ -161,6 +185,14 @@ pub const KNOWN_KEYS: &[&str] = &[
     "log.flush.interval.ms",
     "fetch.max.bytes",
     "cluster.id",
+    "offsets.topic.num.partitions",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "offset.metadata.max.bytes",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.max.size",
 ];
 
 impl BrokerConfig {
@@ -243,6 +275,33 @@ impl BrokerConfig {
             }
             "fetch.max.bytes" => self.fetch_max_bytes = parse_positive(key, value)?,
             "cluster.id" => self.cluster_id = Some(value.to_string()).filter(|v| !v.is_empty()),
+            "offsets.topic.num.partitions" => {
+                self.offsets_topic_num_partitions = parse_positive(key, value)?
+            }
+            "offsets.retention.minutes" => {
+                self.offsets_retention_ms = parse_positive::<i64>(key, value)? * 60_000
+            }
+            "offsets.retention.check.interval.ms" => {
+                self.offsets_retention_check_interval =
+                    Duration::from_millis(parse_positive(key, value)?)
+            }
+            "offset.metadata.max.bytes" => {
+                self.offset_metadata_max_bytes = parse_positive(key, value)?
+            }
+            "group.initial.rebalance.delay.ms" => {
+                let ms: i64 = parse(key, value)?;
+                if ms < 0 {
+                    return Err(invalid(key, value, "must be >= 0"));
+                }
+                self.group_initial_rebalance_delay = Duration::from_millis(ms as u64);
+            }
+            "group.min.session.timeout.ms" => {
+                self.group_min_session_timeout_ms = parse_positive(key, value)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.group_max_session_timeout_ms = parse_positive(key, value)?
+            }
+            "group.max.size" => self.group_max_size = parse_positive(key, value)?,
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
@@ -324,6 +383,27 @@ impl BrokerConfig {
                 self.flush_interval.as_millis().to_string(),
             ),
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            (
+                "offsets.topic.num.partitions",
+                self.offsets_topic_num_partitions.to_string(),
+            ),
+            (
+                "offsets.retention.minutes",
+                (self.offsets_retention_ms / 60_000).to_string(),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                self.group_initial_rebalance_delay.as_millis().to_string(),
+            ),
+            (
+                "group.min.session.timeout.ms",
+                self.group_min_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                self.group_max_session_timeout_ms.to_string(),
+            ),
+            ("group.max.size", self.group_max_size.to_string()),
         ]
     }
 

@@ -2,11 +2,13 @@
 //!
 //! Data flows one way: [`network`] reads frames, [`protocol`] decodes them, [`apis`] handles
 //! them against the [`replica`] partitions and their [`log`], and responses go back in order.
-//! [`metadata`] holds the cluster's topics and the controller that changes them.
+//! [`metadata`] holds the cluster's topics and the controller that changes them;
+//! [`coordinator`] runs consumer groups and stores their offsets in `__consumer_offsets`.
 
 pub mod apis;
 pub mod broker;
 pub mod config;
+pub mod coordinator;
 pub mod http;
 pub mod log;
 pub mod metadata;

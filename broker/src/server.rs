@@ -13,9 +13,10 @@ use tokio::task::JoinSet;
 
 use crate::broker::{now_ms, stopped, Broker};
 use crate::config::{BrokerConfig, FlushPolicy};
+use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::http;
 use crate::metadata::store::MetadataStore;
-use crate::metadata::{BrokerInfo, Controller, MetadataCache};
+use crate::metadata::{BrokerInfo, Controller, MetadataCache, NewTopic};
 use crate::metrics::Metrics;
 use crate::network::connection;
 use crate::replica::{Partition, ReplicaManager};
@@ -45,8 +46,10 @@ pub enum StartError {
         found: String,
         configured: String,
     },
-    #[error("cannot register the broker: {0}")]
+    #[error("cannot register the broker or create internal topics: {0}")]
     Register(#[from] crate::metadata::ControllerError),
+    #[error("cannot load consumer groups from __consumer_offsets: {0}")]
+    Offsets(crate::log::LogError),
 }
 
 /// A broker that is serving.
@@ -113,6 +116,15 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         port,
         rack: config.rack.clone(),
     })?;
+    ensure_offsets_topic(&controller, &config)?;
+    let groups = Arc::new(GroupCoordinator::new(config.clone(), replicas.clone()));
+    {
+        let groups = groups.clone();
+        tokio::task::spawn_blocking(move || groups.load())
+            .await
+            .expect("loading groups does not panic")
+            .map_err(StartError::Offsets)?;
+    }
 
     let broker = Arc::new(Broker {
         config: config.clone(),
@@ -120,12 +132,14 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         metadata,
         controller,
         replicas,
+        groups: groups.clone(),
         metrics: Metrics::new(),
         ready: Default::default(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(broker.clone(), kafka, shutdown_rx.clone()));
+    tasks.spawn(groups.run_timers(shutdown_rx.clone()));
     tasks.spawn(http::serve(
         broker.clone(),
         http_listener,
@@ -240,6 +254,25 @@ fn flush_if_dirty(p: &Partition) {
         if let Err(e) = p.log().flush() {
             tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
         }
+    }
+}
+
+/// Creates `__consumer_offsets` (compacted) on first start.
+fn ensure_offsets_topic(controller: &Controller, config: &BrokerConfig) -> Result<(), StartError> {
+    let topic = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: config.offsets_topic_num_partitions,
+        replication_factor: 1,
+        assignments: Default::default(),
+        configs: [("segment.bytes", "104857600")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    match controller.create_topic(topic, false) {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == kafka_protocol::ResponseError::TopicAlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

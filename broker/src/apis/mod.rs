@@ -5,8 +5,10 @@ mod api_versions;
 mod cluster;
 mod configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 mod producer_id;
 mod topics;
@@ -131,6 +133,34 @@ pub async fn handle(broker: &Arc<Broker>, frame: RequestFrame) -> Result<Reply, 
             broker,
             &producer_id::init_producer_id(broker, body(&frame)?).await,
         ),
+        ApiKey::FindCoordinator => ctx.respond(
+            broker,
+            &groups::find_coordinator(broker, &ctx, body(&frame)?),
+        ),
+        ApiKey::JoinGroup => {
+            let client_id = frame
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            return Ok(groups::join_group(broker, ctx, body(&frame)?, client_id));
+        }
+        ApiKey::SyncGroup => return Ok(groups::sync_group(broker, ctx, body(&frame)?)),
+        ApiKey::Heartbeat => ctx.respond(broker, &groups::heartbeat(broker, body(&frame)?)),
+        ApiKey::LeaveGroup => {
+            ctx.respond(broker, &groups::leave_group(broker, &ctx, body(&frame)?))
+        }
+        ApiKey::ListGroups => ctx.respond(broker, &groups::list_groups(broker, body(&frame)?)),
+        ApiKey::DescribeGroups => {
+            ctx.respond(broker, &groups::describe_groups(broker, body(&frame)?))
+        }
+        ApiKey::DeleteGroups => ctx.respond(broker, &groups::delete_groups(broker, body(&frame)?)),
+        ApiKey::OffsetCommit => return Ok(offsets::offset_commit(broker, ctx, body(&frame)?)),
+        ApiKey::OffsetFetch => {
+            ctx.respond(broker, &offsets::offset_fetch(broker, &ctx, body(&frame)?))
+        }
+        ApiKey::OffsetDelete => ctx.respond(broker, &offsets::offset_delete(broker, body(&frame)?)),
         other => unreachable!("{other:?} is advertised in SUPPORTED_APIS but has no handler"),
     };
     Ok(ready(reply))
