@@ -123,12 +123,15 @@ def test_api_versions_advertises_the_complete_apis(broker):
     assert err3 == 0 and v3 == v0
     expected = {0: "Produce", 1: "Fetch", 2: "ListOffsets", 3: "Metadata", 18: "ApiVersions", 19: "CreateTopics",
                 20: "DeleteTopics", 22: "InitProducerId", 32: "DescribeConfigs", 33: "AlterConfigs",
-                37: "CreatePartitions", 44: "IncrementalAlterConfigs", 60: "DescribeCluster"}
+                37: "CreatePartitions", 44: "IncrementalAlterConfigs", 60: "DescribeCluster",
+                8: "OffsetCommit", 9: "OffsetFetch", 10: "FindCoordinator", 11: "JoinGroup", 12: "Heartbeat",
+                13: "LeaveGroup", 14: "SyncGroup", 15: "DescribeGroups", 16: "ListGroups", 42: "DeleteGroups",
+                47: "OffsetDelete"}
     missing = [name for k, name in expected.items() if k not in v0]
     assert not missing, f"not advertised: {missing}"
-    # consumer-group APIs are not implemented yet and must not be advertised
-    groups = {10: "FindCoordinator", 11: "JoinGroup", 12: "Heartbeat", 14: "SyncGroup", 8: "OffsetCommit"}
-    advertised = [name for k, name in groups.items() if k in v0]
+    # transactions are not implemented and must not be advertised
+    txn = {24: "AddPartitionsToTxn", 25: "AddOffsetsToTxn", 26: "EndTxn", 28: "TxnOffsetCommit"}
+    advertised = [name for k, name in txn.items() if k in v0]
     assert not advertised, f"advertised but not implemented: {advertised}"
     for k, (lo, hi) in v0.items():
         assert 0 <= lo <= hi, (k, lo, hi)

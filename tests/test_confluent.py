@@ -83,49 +83,6 @@ def test_round_trip(broker, topic, compression, idempotence, acks):
     assert all(m.timestamp()[0] == TIMESTAMP_CREATE_TIME for m in msgs)
 
 
-def test_consumer_assign_needs_no_group_coordinator(broker, topic):
-    """assign() with explicit offsets and commits off works although the broker has no consumer
-    groups yet: no client errors. Records whether librdkafka still asks for a coordinator."""
-    produce_confluent(broker.bootstrap, topic, [{"value": b"x%d" % i, "partition": 0} for i in range(10)])
-
-    errors = []
-    lines = []
-
-    class Capture(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    log = logging.getLogger(f"rdkafka-{topic}")
-    log.addHandler(Capture())
-    log.setLevel(logging.DEBUG)
-    conf = consumer_conf_confluent(broker.bootstrap, debug="protocol,cgrp",
-                                   error_cb=lambda e: errors.append(e), logger=log)
-    c = Consumer(conf)
-    try:
-        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        got = []
-        deadline = time.monotonic() + 30
-        while len(got) < 10 and time.monotonic() < deadline:
-            for m in c.consume(10, timeout=0.5):
-                assert not m.error(), m.error()
-                got.append(m.value())
-        # keep polling a little so that any background coordinator query would have happened
-        end = time.monotonic() + 2
-        while time.monotonic() < end:
-            c.poll(0.2)
-    finally:
-        c.close()
-    assert got == [b"x%d" % i for i in range(10)]
-    assert not errors, f"client errors: {errors}"
-    sent = [l for l in lines if "Sent " in l and "Request" in l]
-    assert any("FetchRequest" in l for l in sent), "librdkafka protocol debug log not captured"
-    # With assign() and commits disabled, librdkafka 2.16 never looks for a group coordinator
-    # (the broker does not advertise FindCoordinator yet).
-    find_coord = [l for l in sent if "FindCoordinator" in l]
-    assert not find_coord, f"librdkafka asked for a group coordinator: {find_coord[:3]}"
-    assert broker.alive()
-
-
 def test_log_append_time_topic(broker, topic):
     create(broker, topic, config={"message.timestamp.type": "LogAppendTime"})
     old = int(time.time() * 1000) - 86_400_000
