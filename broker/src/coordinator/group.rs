@@ -781,3 +781,206 @@ pub fn choose_protocol(members: &BTreeMap<String, Member>) -> Option<String> {
     }
     best.map(|(n, _)| n.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(member_id: &str, protocols: &[&str]) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.to_string(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: String::new(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(30),
+            protocol_type: "consumer".into(),
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::from(p.to_string())))
+                .collect(),
+            require_known_member_id: true,
+        }
+    }
+
+    fn take<T>(rx: &mut oneshot::Receiver<T>) -> Option<T> {
+        rx.try_recv().ok()
+    }
+
+    /// Joins a new member the v4+ way (MEMBER_ID_REQUIRED, then join with the id).
+    fn join_new(g: &mut Group, now: Instant) -> (String, oneshot::Receiver<JoinResult>) {
+        let first = take(&mut g.join(req("", &["range"]), now)).expect("answered at once");
+        assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
+        let rx = g.join(req(&first.member_id, &["range"]), now);
+        (first.member_id, rx)
+    }
+
+    #[test]
+    fn two_members_form_a_generation_and_sync_assignments() {
+        let now = Instant::now();
+        let mut g = Group::new("g", Duration::ZERO);
+        let (a, mut ja) = join_new(&mut g, now);
+        // Alone and no initial delay: the first generation completes at once.
+        let r = take(&mut ja).expect("join completed");
+        assert_eq!(
+            (r.generation, r.leader.as_str(), r.members.len()),
+            (1, a.as_str(), 1)
+        );
+        let (b, mut jb) = join_new(&mut g, now);
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        assert!(
+            take(&mut jb).is_none(),
+            "waits for the existing member to rejoin"
+        );
+        assert_eq!(
+            g.heartbeat(&a, None, 1, now),
+            Err(ResponseError::RebalanceInProgress)
+        );
+        let mut ja = g.join(req(&a, &["range"]), now);
+        let (ra, rb) = (take(&mut ja).unwrap(), take(&mut jb).unwrap());
+        assert_eq!((ra.generation, rb.generation), (2, 2));
+        assert_eq!(ra.members.len(), 2, "the leader gets every member");
+        assert!(rb.members.is_empty());
+        assert_eq!(ra.protocol.as_deref(), Some("range"));
+
+        let mut sb = g.sync(&b, None, 2, vec![], now);
+        assert!(take(&mut sb).is_none(), "followers wait for the leader");
+        let assignments = vec![
+            (a.clone(), Bytes::from_static(b"A")),
+            (b.clone(), Bytes::from_static(b"B")),
+        ];
+        let mut sa = g.sync(&a, None, 2, assignments, now);
+        assert_eq!(take(&mut sa).unwrap().assignment, Bytes::from_static(b"A"));
+        assert_eq!(take(&mut sb).unwrap().assignment, Bytes::from_static(b"B"));
+        assert_eq!(g.state, GroupState::Stable);
+        assert_eq!(g.heartbeat(&b, None, 2, now), Ok(()));
+        assert_eq!(
+            g.heartbeat(&b, None, 1, now),
+            Err(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            g.heartbeat("nobody", None, 2, now),
+            Err(ResponseError::UnknownMemberId)
+        );
+        let mut stale = g.sync(&b, None, 1, vec![], now);
+        assert_eq!(
+            take(&mut stale).unwrap().error,
+            Some(ResponseError::IllegalGeneration)
+        );
+    }
+
+    #[test]
+    fn expired_sessions_and_leaves_rebalance_the_rest() {
+        let now = Instant::now();
+        let mut g = Group::new("g", Duration::ZERO);
+        let (a, mut ja) = join_new(&mut g, now);
+        take(&mut ja).unwrap();
+        let (b, _jb) = join_new(&mut g, now);
+        let _ja = g.join(req(&a, &["range"]), now);
+        g.sync(&a, None, 2, vec![], now);
+        assert_eq!(g.state, GroupState::Stable);
+        // b keeps heartbeating, a goes silent past its session timeout.
+        let later = now + Duration::from_secs(8);
+        assert_eq!(g.heartbeat(&b, None, 2, later), Ok(()));
+        g.poll(now + Duration::from_secs(11));
+        assert!(!g.members.contains_key(&a));
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        let mut jb = g.join(req(&b, &["range"]), now + Duration::from_secs(11));
+        let r = take(&mut jb).unwrap();
+        assert_eq!((r.generation, r.leader.as_str()), (3, b.as_str()));
+        assert_eq!(g.leave(&b, None, now + Duration::from_secs(12)), Ok(()));
+        assert_eq!(g.state, GroupState::Empty);
+        assert_eq!(g.leave(&b, None, now), Err(ResponseError::UnknownMemberId));
+    }
+
+    #[test]
+    fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
+        let now = Instant::now();
+        let mut g = Group::new("g", Duration::ZERO);
+        let (a, mut ja) = join_new(&mut g, now);
+        take(&mut ja).unwrap();
+        let (b, mut jb) = join_new(&mut g, now);
+        // `a` keeps its session alive but never rejoins.
+        for s in [8, 16, 24] {
+            let t = now + Duration::from_secs(s);
+            assert_eq!(
+                g.heartbeat(&a, None, 1, t),
+                Err(ResponseError::RebalanceInProgress)
+            );
+        }
+        g.poll(now + Duration::from_secs(29));
+        assert!(take(&mut jb).is_none());
+        g.poll(now + Duration::from_secs(31));
+        let r = take(&mut jb).unwrap();
+        assert_eq!(
+            (r.generation, r.leader.as_str(), r.members.len()),
+            (2, b.as_str(), 1)
+        );
+    }
+
+    #[test]
+    fn static_members_are_fenced_by_their_replacement() {
+        let now = Instant::now();
+        let mut g = Group::new("g", Duration::ZERO);
+        let mut r = req("", &["range"]);
+        r.instance_id = Some("i-1".into());
+        let first = take(&mut g.join(r, now)).unwrap();
+        assert_eq!(
+            first.error, None,
+            "static members need no MEMBER_ID_REQUIRED round"
+        );
+        g.sync(
+            &first.member_id,
+            Some("i-1"),
+            1,
+            vec![(first.member_id.clone(), Bytes::from_static(b"X"))],
+            now,
+        );
+        let mut again = req("", &["range"]);
+        again.instance_id = Some("i-1".into());
+        let second = take(&mut g.join(again, now)).unwrap();
+        assert_ne!(second.member_id, first.member_id);
+        assert_eq!(
+            g.heartbeat(&first.member_id, Some("i-1"), second.generation, now),
+            Err(ResponseError::FencedInstanceId)
+        );
+        assert_eq!(g.members.len(), 1);
+    }
+
+    #[test]
+    fn protocol_choice_and_inconsistent_protocols() {
+        let now = Instant::now();
+        let mut g = Group::new("g", Duration::ZERO);
+        let (a, mut ja) = join_new(&mut g, now);
+        take(&mut ja).unwrap();
+        let mut other = req("", &["roundrobin"]);
+        other.require_known_member_id = false;
+        assert_eq!(
+            take(&mut g.join(other, now)).unwrap().error,
+            Some(ResponseError::InconsistentGroupProtocol)
+        );
+        let mut wrong_type = req(&a, &["range"]);
+        wrong_type.protocol_type = "connect".into();
+        assert_eq!(
+            take(&mut g.join(wrong_type, now)).unwrap().error,
+            Some(ResponseError::InconsistentGroupProtocol)
+        );
+        let members: BTreeMap<String, Member> = [
+            ("1", &["sticky", "range"][..]),
+            ("2", &["range", "sticky"]),
+            ("3", &["range"]),
+        ]
+        .iter()
+        .map(|(id, ps)| {
+            let mut g = Group::new("x", Duration::ZERO);
+            let mut r = req("", ps);
+            r.require_known_member_id = false;
+            let _ = g.join(r, now);
+            let mut m = g.members.into_values().next().unwrap();
+            m.id = id.to_string();
+            (id.to_string(), m)
+        })
+        .collect();
+        assert_eq!(choose_protocol(&members).as_deref(), Some("range"));
+    }
+}
