@@ -975,7 +975,7 @@ mod tests {
             let mut g = Group::new("x", Duration::ZERO);
             let mut r = req("", ps);
             r.require_known_member_id = false;
-            let _ = g.join(r, now);
+            drop(g.join(r, now));
             let mut m = g.members.into_values().next().unwrap();
             m.id = id.to_string();
             (id.to_string(), m)
