@@ -107,7 +107,8 @@ pub fn join_group(
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.map(|i| i.to_string()),
         client_id,
-        client_host: String::new(),
+        // Kafka shows the host as `/<ip>`.
+        client_host: ctx.peer.map(|ip| format!("/{ip}")).unwrap_or_default(),
         session_timeout: Duration::from_millis(request.session_timeout_ms.max(0) as u64),
         rebalance_timeout: Duration::from_millis(rebalance_ms.max(0) as u64),
         protocol_type: request.protocol_type.to_string(),

@@ -47,6 +47,8 @@ pub struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
     pub received: Instant,
+    /// The client's address, shown as a group member's host.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl RequestContext {
@@ -70,12 +72,17 @@ impl RequestContext {
 
 /// Decodes and handles one request. An error closes the connection, as Kafka does for
 /// unknown APIs, unsupported versions (except ApiVersions) and malformed requests.
-pub async fn handle(broker: &Arc<Broker>, frame: RequestFrame) -> Result<Reply, DecodeError> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    frame: RequestFrame,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Reply, DecodeError> {
     let ctx = RequestContext {
         api: frame.api,
         version: frame.version,
         correlation_id: frame.header.correlation_id,
         received: Instant::now(),
+        peer,
     };
     if ctx.api == ApiKey::ApiVersions {
         return Ok(ready(api_versions::handle(broker, &ctx, &frame)));

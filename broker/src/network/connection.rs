@@ -38,7 +38,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, mut shutdown: watch::
                 break;
             }
         };
-        match handle(&broker, frame).await {
+        match handle(&broker, frame, peer.map(|p| p.ip())).await {
             Some(reply) => {
                 if replies.send(reply).await.is_err() {
                     break;
@@ -52,7 +52,11 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, mut shutdown: watch::
     broker.metrics.connections.dec();
 }
 
-async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Option<Reply> {
+async fn handle(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    peer: Option<std::net::IpAddr>,
+) -> Option<Reply> {
     let request = match decode_request(frame) {
         Ok(r) => r,
         Err(e) => {
@@ -60,7 +64,7 @@ async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Option<Reply> {
             return None;
         }
     };
-    match apis::handle(broker, request).await {
+    match apis::handle(broker, request, peer).await {
         Ok(reply) => Some(reply),
         Err(e) => {
             tracing::info!(error = %e, "bad request; closing connection");
