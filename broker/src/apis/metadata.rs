@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::metadata::topic_name::is_internal;
 use crate::metadata::{MetadataImage, NewTopic, TopicImage};
 
 /// Kafka's value for "authorized operations not requested".
@@ -137,6 +138,7 @@ fn topic_response(image: &MetadataImage, topic: &TopicImage) -> MetadataResponse
         ResponseError::UnknownServerError,
     );
     t.error_code = 0;
+    t.is_internal = is_internal(&topic.name);
     t.partitions = topic
         .partitions
         .iter()

@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 use super::{Reply, RequestContext};
 use crate::broker::{now_ms, Broker};
 use crate::config::FlushPolicy;
+use crate::metadata::topic_name::is_internal;
 use crate::replica::{AppendOutcome, Partition};
 
 /// A partition's answer, and the offset it must be durable to before the answer goes out.
@@ -90,6 +91,10 @@ fn append(
     acks: i16,
     now: i64,
 ) -> PartitionResult {
+    if is_internal(topic) {
+        let message = format!("`{topic}` is an internal topic; only the broker writes to it");
+        return error(index, ResponseError::InvalidTopicException, message);
+    }
     let Some(partition) = broker.replicas.get(topic, index) else {
         let code = match broker.metadata.current().topic(topic) {
             Some(t) if t.partitions.contains_key(&index) => ResponseError::KafkaStorageError,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::group::StoredGroup;
 
 /// The internal topic's name, as in Kafka.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub const OFFSETS_TOPIC: &str = crate::metadata::topic_name::INTERNAL_TOPICS[0];
 
 /// A key in the offsets topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,7 +141,9 @@ pub fn encode_batch(records: &[OffsetsRecord], now_ms: i64) -> Bytes {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                // The encoder starts a new batch whenever offset - sequence changes; keeping it
+                // constant gives one batch with base sequence -1 (not idempotent).
+                sequence: i as i32 - 1,
                 timestamp: now_ms,
                 key: Some(key),
                 value,
@@ -171,6 +173,15 @@ mod tests {
         assert_eq!(partition_for("polygenelubricants", 50), 0);
         assert_eq!(partition_for("", 50), 0);
         assert!((0..50).contains(&partition_for("ünïcode", 50)));
+    }
+
+    fn tomb_offset() -> OffsetsRecord {
+        OffsetsRecord::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            value: None,
+        }
     }
 
     #[test]

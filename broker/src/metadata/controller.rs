@@ -14,7 +14,7 @@ use super::placement::assign_replicas;
 use super::records::MetadataRecord;
 use super::store::{MetadataStore, StoreError};
 use super::topic_config;
-use super::topic_name::{collision_key, validate_topic_name};
+use super::topic_name::{collision_key, is_internal, validate_topic_name};
 
 /// Producer ids are reserved in blocks so that the metadata log is written once per block,
 /// and ids never repeat after a restart (the whole block is skipped).
@@ -213,6 +213,7 @@ impl Controller {
 
     /// Deletes a topic by name.
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, ControllerError> {
+        refuse_internal(name)?;
         let mut state = self.lock();
         let id = state
             .image
@@ -231,6 +232,7 @@ impl Controller {
         assignments: BTreeMap<i32, Vec<i32>>,
         validate_only: bool,
     ) -> Result<(), ControllerError> {
+        refuse_internal(name)?;
         let mut state = self.lock();
         let topic = state.image.topic(name).ok_or_else(|| unknown_topic(name))?;
         let current = topic.partitions.len() as i32;
@@ -292,6 +294,16 @@ impl Controller {
         state.next_producer_id += 1;
         Ok(id)
     }
+}
+
+fn refuse_internal(name: &str) -> Result<(), ControllerError> {
+    if is_internal(name) {
+        return Err(ControllerError::new(
+            ResponseError::InvalidTopicException,
+            format!("`{name}` is an internal topic managed by the broker"),
+        ));
+    }
+    Ok(())
 }
 
 fn unknown_topic(name: &str) -> ControllerError {

@@ -1,5 +1,13 @@
 //! Kafka's topic name rules.
 
+/// Topics the broker itself writes: clients may read but not write, delete or grow them.
+pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets"];
+
+/// Whether `name` is an internal topic.
+pub fn is_internal(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
