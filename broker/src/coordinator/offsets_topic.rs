@@ -206,13 +206,20 @@ mod tests {
         let (k, v) = tomb.encode();
         assert_eq!(OffsetsRecord::decode(&k, v.as_deref()), Some(tomb));
         assert_eq!(OffsetsRecord::decode(b"not json", None), None);
-        let batch = encode_batch(
-            &[OffsetsRecord::Group {
+        let two = [
+            OffsetsRecord::Group {
                 group: "g".into(),
                 value: None,
-            }],
+            },
+            tomb_offset(),
+        ];
+        let batch = encode_batch(&two, 1);
+        let validated = crate::log::batch::validate_batches(&batch, 1 << 20).unwrap();
+        assert_eq!(
+            validated.headers.len(),
             1,
+            "one batch, as a partition append requires"
         );
-        assert!(crate::log::batch::validate_batches(&batch, 1 << 20).is_ok());
+        assert_eq!(validated.headers[0].base_sequence, -1);
     }
 }
