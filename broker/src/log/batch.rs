@@ -99,6 +99,8 @@ pub enum BatchError {
     },
     #[error("records blob contains no record batch")]
     Empty,
+    #[error("cannot decode the records of the batch at byte {position}: {reason}")]
+    Undecodable { position: usize, reason: String },
 }
 
 impl BatchError {
@@ -110,7 +112,8 @@ impl BatchError {
             | BatchError::InvalidLength { .. }
             | BatchError::InvalidMagic { .. }
             | BatchError::Corrupt { .. }
-            | BatchError::UnknownCompression { .. } => CORRUPT_MESSAGE,
+            | BatchError::UnknownCompression { .. }
+            | BatchError::Undecodable { .. } => CORRUPT_MESSAGE,
             BatchError::TooLarge { .. } => MESSAGE_TOO_LARGE,
             BatchError::UnsupportedMagic { .. } => UNSUPPORTED_FOR_MESSAGE_FORMAT,
             BatchError::InvalidRecordCount { .. }
@@ -306,6 +309,50 @@ pub(crate) fn set_log_append_time(header: &mut [u8; HEADER_LEN], body: &[u8], ap
     header[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&append_time_ms.to_be_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&header[ATTRIBUTES_POS..]), body);
     header[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Rewrites batchLength, recordsCount and maxTimestamp of a batch rebuilt from a subset of
+/// its records (`batch` is the whole new batch), then its CRC.
+pub(crate) fn patch_rebuilt_header(batch: &mut [u8], records_count: i32, max_timestamp: i64) {
+    let length = (batch.len() - LOG_OVERHEAD) as i32;
+    batch[LENGTH_POS..LENGTH_POS + 4].copy_from_slice(&length.to_be_bytes());
+    batch[RECORDS_COUNT_POS..RECORDS_COUNT_POS + 4].copy_from_slice(&records_count.to_be_bytes());
+    batch[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Whether any record in `batches` (whole, validated batches, as from
+/// [`validate_batches`]) has a null key. Decodes (and decompresses) every record, so
+/// the produce path calls it only for compacted topics, which refuse such records with
+/// CORRUPT_MESSAGE as Kafka does. Control batches are not looked at.
+pub fn batch_has_null_key(batches: &[u8]) -> Result<bool, BatchError> {
+    let mut pos = 0usize;
+    while pos < batches.len() {
+        let header = BatchHeader::parse(&batches[pos..]).map_err(|e| e.shifted(pos))?;
+        let end = pos + header.total_len();
+        if end > batches.len() {
+            return Err(BatchError::Truncated {
+                position: pos,
+                needed: header.total_len(),
+                available: batches.len() - pos,
+            });
+        }
+        if !header.is_control() {
+            let mut buf = bytes::Bytes::copy_from_slice(&batches[pos..end]);
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+                BatchError::Undecodable {
+                    position: pos,
+                    reason: e.to_string(),
+                }
+            })?;
+            if set.records.iter().any(|r| r.key.is_none()) {
+                return Ok(true);
+            }
+        }
+        pos = end;
+    }
+    Ok(false)
 }
 
 /// Who is producing the batches; clients may not write control batches.
