@@ -241,7 +241,10 @@ impl BrokerConfig {
                 }
             }
             "log.cleanup.policy" => {
-                if !matches!(value, "delete" | "compact" | "compact,delete" | "delete,compact") {
+                if !matches!(
+                    value,
+                    "delete" | "compact" | "compact,delete" | "delete,compact"
+                ) {
                     return Err(invalid(
                         key,
                         value,
@@ -257,8 +260,9 @@ impl BrokerConfig {
                 self.log_cleaner_min_compaction_lag_ms = parse_non_negative(key, value)?
             }
             "log.cleaner.min.cleanable.ratio" => {
-                self.log_cleaner_min_cleanable_ratio = crate::metadata::topic_config::ratio(value)
-                    .map_err(|reason| invalid(key, value, &reason))?
+                self.log_cleaner_min_cleanable_ratio =
+                    crate::metadata::topic_config::ratio(value)
+                        .map_err(|reason| invalid(key, value, &reason))?
             }
             "log.cleaner.backoff.ms" => {
                 self.log_cleaner_backoff = Duration::from_millis(parse_positive(key, value)?)

@@ -340,12 +340,13 @@ pub fn batch_has_null_key(batches: &[u8]) -> Result<bool, BatchError> {
         }
         if !header.is_control() {
             let mut buf = bytes::Bytes::copy_from_slice(&batches[pos..end]);
-            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
-                BatchError::Undecodable {
-                    position: pos,
-                    reason: e.to_string(),
-                }
-            })?;
+            let set =
+                kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+                    BatchError::Undecodable {
+                        position: pos,
+                        reason: e.to_string(),
+                    }
+                })?;
             if set.records.iter().any(|r| r.key.is_none()) {
                 return Ok(true);
             }
@@ -500,7 +501,8 @@ pub(crate) mod tests {
     use super::*;
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
     };
     use proptest::prelude::*;
 
@@ -655,6 +657,30 @@ pub(crate) mod tests {
         // The library decoder agrees the CRC is valid.
         let mut bytes = buf.freeze();
         kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
+    }
+
+    #[test]
+    fn null_keys_are_found_in_any_batch() {
+        let keyed = encode_batch_with(3, 0, 5, Compression::Gzip);
+        assert!(!batch_has_null_key(&keyed).unwrap());
+        let mut records = RecordBatchDecoder::decode(&mut keyed.clone().freeze())
+            .unwrap()
+            .records;
+        records[1].key = None;
+        let mut null_key = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Lz4,
+        };
+        RecordBatchEncoder::encode(&mut null_key, &records, &options).unwrap();
+        let mut both = keyed.clone();
+        both.extend_from_slice(&null_key);
+        assert!(batch_has_null_key(&both).unwrap());
+        let mut bad = keyed.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let e = batch_has_null_key(&bad).unwrap_err();
+        assert_eq!(e.kafka_error_code(), error_codes::CORRUPT_MESSAGE);
     }
 
     #[test]

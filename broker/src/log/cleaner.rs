@@ -115,10 +115,7 @@ impl Log {
         max_offset: i64,
     ) -> Result<CleanOutcome, LogError> {
         // A panicked run left only `.cleaned` files, which the next run overwrites.
-        let _running = self
-            .cleaning
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _running = self.cleaning.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(plan) = self.plan(now_ms, force, max_offset)? else {
             return Ok(CleanOutcome::default());
         };
@@ -159,8 +156,11 @@ impl Log {
         let n = inactive
             .iter()
             .take_while(|s| {
+                // An empty segment has nothing to protect (and only an mtime).
                 s.next_offset <= max_offset
-                    && (config.min_compaction_lag_ms <= 0 || s.largest_timestamp() <= lag_horizon)
+                    && (config.min_compaction_lag_ms <= 0
+                        || s.size == 0
+                        || s.largest_timestamp() <= lag_horizon)
             })
             .count();
         let total: u64 = inactive[..n].iter().map(|s| s.size).sum();
@@ -381,7 +381,9 @@ fn rewrite(
             }
         }
     })?;
-    let file = out.into_inner().map_err(|e| LogError::io(&path, e.into_error()))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| LogError::io(&path, e.into_error()))?;
     if removed == 0 {
         drop(file);
         fs::remove_file(&path).ctx(&path)?;

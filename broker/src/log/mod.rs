@@ -901,4 +901,6 @@ fn find_record(
 }
 
 #[cfg(test)]
+mod cleaner_tests;
+#[cfg(test)]
 mod tests;

@@ -199,10 +199,22 @@ mod tests {
         assert!(is_known_file("clean-shutdown"));
         assert!(!is_known_file("foo.log.deleted"));
         let b = "00000000000000000042";
-        assert_eq!(parse_cleaner_leftover(&format!("{b}.log.swap")), Some((42, true)));
-        assert_eq!(parse_cleaner_leftover(&format!("{b}.log.cleaned")), Some((42, false)));
-        assert_eq!(parse_cleaner_leftover(&format!("{b}.index.swap")), Some((42, false)));
-        assert_eq!(parse_cleaner_leftover(&format!("{b}.timeindex.cleaned")), Some((42, false)));
+        assert_eq!(
+            parse_cleaner_leftover(&format!("{b}.log.swap")),
+            Some((42, true))
+        );
+        assert_eq!(
+            parse_cleaner_leftover(&format!("{b}.log.cleaned")),
+            Some((42, false))
+        );
+        assert_eq!(
+            parse_cleaner_leftover(&format!("{b}.index.swap")),
+            Some((42, false))
+        );
+        assert_eq!(
+            parse_cleaner_leftover(&format!("{b}.timeindex.cleaned")),
+            Some((42, false))
+        );
         assert_eq!(parse_cleaner_leftover(&format!("{b}.log")), None);
         assert_eq!(parse_cleaner_leftover("x.log.swap"), None);
     }

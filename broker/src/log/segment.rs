@@ -252,7 +252,10 @@ impl Segment {
                 reason: "cleaned segment does not scan to its end".into(),
             });
         }
-        seg.offset_index.file.sync_all().ctx(&seg.offset_index.path)?;
+        seg.offset_index
+            .file
+            .sync_all()
+            .ctx(&seg.offset_index.path)?;
         seg.time_index.file.sync_all().ctx(&seg.time_index.path)?;
         seg.offset_index.dirty = false;
         seg.time_index.dirty = false;
