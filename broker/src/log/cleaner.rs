@@ -47,7 +47,7 @@ use super::checkpoint::{self, CLEANER_CHECKPOINT_FILE};
 use super::compact::{self, Filtered};
 use super::config::LogConfig;
 use super::error::{IoContext, LogError};
-use super::scan::ChunkReader;
+use super::scan::{read_full_at, ChunkReader};
 use super::segment::{with_suffix, Segment, CLEANED_SUFFIX, SWAP_SUFFIX};
 use super::Log;
 
@@ -132,11 +132,13 @@ impl Log {
                 }
             }
         }
-        let outcome = self.swap_in(&plan, cleaned)?;
-        if outcome.is_some() {
+        let Some((outcome, checkpoint_moved)) = self.swap_in(&plan, cleaned)? else {
+            return Ok(CleanOutcome::default());
+        };
+        if checkpoint_moved {
             checkpoint::write_i64(&self.dir, CLEANER_CHECKPOINT_FILE, plan.first_uncleanable)?;
         }
-        Ok(outcome.unwrap_or_default())
+        Ok(outcome)
     }
 
     /// Offset below which the log has been cleaned (segment granularity).
@@ -190,12 +192,13 @@ impl Log {
         }))
     }
 
-    /// Step 3 of the module docs. `None` when a truncation made the run void.
+    /// Step 3 of the module docs. `None` when a truncation made the run void;
+    /// otherwise also whether the cleaner checkpoint moved.
     fn swap_in(
         &self,
         plan: &Plan,
         cleaned: Vec<Cleaned>,
-    ) -> Result<Option<CleanOutcome>, LogError> {
+    ) -> Result<Option<(CleanOutcome, bool)>, LogError> {
         let bases: Vec<i64> = cleaned.iter().map(|c| c.seg.base_offset).collect();
         let st = self.lock_writable();
         let mut st = match st {
@@ -238,10 +241,13 @@ impl Log {
                 *slot = c.seg;
             }
         }
+        let moved = st.cleaner_checkpoint != plan.first_uncleanable;
         st.cleaner_checkpoint = plan.first_uncleanable;
         drop(st);
-        checkpoint::sync_dir(&self.dir)?;
-        Ok(Some(outcome))
+        if outcome.segments_cleaned > 0 {
+            checkpoint::sync_dir(&self.dir)?;
+        }
+        Ok(Some((outcome, moved)))
     }
 }
 
@@ -264,10 +270,10 @@ fn discard(dir: &Path, bases: impl IntoIterator<Item = i64>) {
     }
 }
 
-/// Calls `f` with every whole batch of `s` (a copy of its bytes), in order.
+/// Calls `f` with the position, header and a copy of every whole batch of `s`.
 fn for_each_batch(
     s: &SegSnap,
-    mut f: impl FnMut(&BatchHeader, Bytes) -> Result<(), LogError>,
+    mut f: impl FnMut(u64, &BatchHeader, Bytes) -> Result<(), LogError>,
 ) -> Result<(), LogError> {
     let corrupt = |position: u64, reason: String| LogError::Corrupt {
         path: s.path.clone(),
@@ -284,7 +290,7 @@ fn for_each_batch(
         let len = h.total_len();
         let batch = reader.get(pos, len).ctx(&s.path)?;
         let batch = batch.ok_or_else(|| corrupt(pos, "truncated batch".into()))?;
-        f(&h, Bytes::copy_from_slice(batch))?;
+        f(pos, &h, Bytes::copy_from_slice(batch))?;
         pos += len as u64;
     }
     Ok(())
@@ -310,7 +316,7 @@ fn decode_data(s: &SegSnap, h: &BatchHeader, batch: &Bytes) -> Option<compact::D
 fn build_map(plan: &Plan, max_offset: i64) -> Result<OffsetMap, LogError> {
     let mut map = OffsetMap::new();
     for s in plan.cleanable.iter().chain(&plan.rest) {
-        for_each_batch(s, |h, batch| {
+        for_each_batch(s, |_, h, batch| {
             if h.base_offset >= max_offset {
                 return Ok(());
             }
@@ -338,11 +344,13 @@ fn keep(r: &Record, h: &BatchHeader, map: &OffsetMap, tombstone_horizon: i64) ->
     let Some(key) = &r.key else {
         return false;
     };
-    let latest = map.get(&key[..]).map_or(true, |&o| o <= r.offset);
+    let latest = !matches!(map.get(&key[..]), Some(&o) if o > r.offset);
     latest && !(r.value.is_none() && h.max_timestamp < tombstone_horizon)
 }
 
-/// Step 2 for one segment: `None` when nothing in it would change.
+/// Step 2 for one segment: `None` when nothing in it would change. The cleaned
+/// file is only created at the first change (the unchanged prefix is then copied),
+/// so a run over already clean segments only reads.
 fn rewrite(
     dir: &Path,
     s: &SegSnap,
@@ -352,15 +360,9 @@ fn rewrite(
 ) -> Result<Option<Cleaned>, LogError> {
     let tombstone_horizon = now_ms.saturating_sub(config.delete_retention_ms);
     let path = with_suffix(&Segment::final_paths(dir, s.base)[0], CLEANED_SUFFIX);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .ctx(&path)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out: Option<BufWriter<File>> = None;
     let mut removed = 0u64;
-    for_each_batch(s, |h, batch| {
+    for_each_batch(s, |position, h, batch| {
         let filtered = match decode_data(s, h, &batch) {
             Some(d) => compact::filter(&batch, h, &d, |r| keep(r, h, map, tombstone_horizon))
                 .map_err(|e| LogError::Cleaner {
@@ -369,26 +371,27 @@ fn rewrite(
                 })?,
             None => Filtered::Unchanged,
         };
-        match filtered {
-            Filtered::Unchanged => out.write_all(&batch).ctx(&path),
-            Filtered::Empty(n) => {
-                removed += n as u64;
-                Ok(())
-            }
-            Filtered::Rebuilt(b, n) => {
-                removed += n as u64;
-                out.write_all(&b).ctx(&path)
-            }
-        }
+        let (bytes, n): (&[u8], usize) = match &filtered {
+            Filtered::Unchanged => match out.as_mut() {
+                Some(w) => return w.write_all(&batch).ctx(&path),
+                None => return Ok(()),
+            },
+            Filtered::Empty(n) => (&[], *n),
+            Filtered::Rebuilt(b, n) => (b, *n),
+        };
+        removed += n as u64;
+        let w = match out.as_mut() {
+            Some(w) => w,
+            None => out.insert(start_cleaned(&path, s, position)?),
+        };
+        w.write_all(bytes).ctx(&path)
     })?;
+    let Some(out) = out else {
+        return Ok(None);
+    };
     let file = out
         .into_inner()
         .map_err(|e| LogError::io(&path, e.into_error()))?;
-    if removed == 0 {
-        drop(file);
-        fs::remove_file(&path).ctx(&path)?;
-        return Ok(None);
-    }
     file.sync_all().ctx(&path)?;
     drop(file);
     let seg = Segment::open_cleaned(dir, s.base, config, now_ms)?;
@@ -398,4 +401,31 @@ fn rewrite(
         bytes_before: s.size,
         removed,
     }))
+}
+
+/// Creates the cleaned file of `s` holding its first `len` bytes unchanged.
+fn start_cleaned(path: &Path, s: &SegSnap, len: u64) -> Result<BufWriter<File>, LogError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .ctx(path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+    let mut done = 0u64;
+    while done < len {
+        let want = ((len - done) as usize).min(buf.len());
+        let n = read_full_at(&s.file, &mut buf[..want], done).ctx(&s.path)?;
+        if n < want {
+            return Err(LogError::Corrupt {
+                path: s.path.clone(),
+                position: done + n as u64,
+                reason: "segment shorter than expected".into(),
+            });
+        }
+        w.write_all(&buf[..n]).ctx(path)?;
+        done += n as u64;
+    }
+    Ok(w)
 }

@@ -130,6 +130,23 @@ fn roll(log: &Log) {
     st.roll(&log.dir, 0).unwrap();
 }
 
+/// (base, next offset, size, max timestamp, offset of max timestamp) per segment.
+fn segment_facts(log: &Log) -> Vec<(i64, i64, u64, i64, i64)> {
+    let st = log.lock();
+    st.segments
+        .iter()
+        .map(|s| {
+            (
+                s.base_offset,
+                s.next_offset,
+                s.size,
+                s.max_timestamp,
+                s.offset_of_max_timestamp,
+            )
+        })
+        .collect()
+}
+
 fn active_base(log: &Log) -> i64 {
     log.lock().active().base_offset
 }
@@ -200,11 +217,13 @@ fn keeps_the_latest_value_per_key_across_segments() {
     assert_eq!(again.records_removed, 0);
     assert_eq!(read_all(&log), after);
 
-    // Same data after a clean reopen and after a crash (no close).
+    // Same data and segment facts after a clean reopen and after a crash (no close).
+    let facts = segment_facts(&log);
     log.close().unwrap();
     drop(log);
     let log = Log::open(dir.path(), compact_config()).unwrap();
     assert_eq!(read_all(&log), after);
+    assert_eq!(segment_facts(&log), facts);
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
     assert_eq!(log.cleaner_checkpoint(), active_base(&log));
     drop(log);

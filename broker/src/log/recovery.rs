@@ -139,7 +139,13 @@ pub(crate) fn load_segments(
                 if clean || !is_last {
                     warn!(dir = %dir.display(), base, "segment indexes unusable, recovering");
                 }
-                Segment::open_recover(dir, base, config, now_ms)?
+                let (mut seg, cut) = Segment::open_recover(dir, base, config, now_ms)?;
+                if !is_last {
+                    // An inactive segment's time index ends with its max timestamp,
+                    // which a later clean open reads from there.
+                    seg.seal()?;
+                }
+                (seg, cut)
             }
         };
         if !clean {

@@ -252,6 +252,7 @@ impl Segment {
                 reason: "cleaned segment does not scan to its end".into(),
             });
         }
+        seg.seal()?;
         seg.offset_index
             .file
             .sync_all()
