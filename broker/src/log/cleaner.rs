@@ -225,6 +225,9 @@ impl Log {
         if !live.is_empty() {
             checkpoint::sync_dir(&self.dir)?;
         }
+        // An error from here on leaves a committed `.log.swap` that the next open
+        // completes (or drops with its segment); until then the in-memory segment
+        // keeps reading its old files through the open handles.
         let mut outcome = CleanOutcome::default();
         for mut c in live {
             let base = c.seg.base_offset;

@@ -500,17 +500,19 @@ fn retention_does_not_delete_compact_only_data() {
     let o = log.enforce_retention(100 * DAY_MS).unwrap();
     assert_eq!((o.deleted_segments, o.reason), (0, None));
     assert_eq!(log.num_segments(), segments);
-    // With compact,delete retention applies again.
+    // With compact,delete retention applies again; it also removes a stale swap
+    // of a deleted segment, which recovery would otherwise complete.
+    let swap = dir
+        .path()
+        .join(format!("{}.swap", segment::file_name(0, "log")));
+    fs::write(&swap, b"stale").unwrap();
     log.update_config(LogConfig {
         cleanup_delete: true,
         ..config
     });
-    assert!(
-        log.enforce_retention(100 * DAY_MS)
-            .unwrap()
-            .deleted_segments
-            > 0
-    );
+    let o = log.enforce_retention(100 * DAY_MS).unwrap();
+    assert!(o.deleted_segments > 0);
+    assert!(!swap.exists());
 }
 
 #[test]

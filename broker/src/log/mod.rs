@@ -5,6 +5,8 @@
 //! operation holds it only for in-memory work and cheap metadata syscalls; file
 //! reads and fsyncs happen after releasing it, on `Arc<File>` handles taken
 //! under it (a segment deleted meanwhile stays readable through its handle).
+//! The compaction cleaner (`cleaner.rs`) reads and writes outside the lock too and
+//! takes it only to swap cleaned segments in (renames and one directory fsync).
 
 pub mod batch;
 mod checkpoint;

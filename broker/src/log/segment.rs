@@ -509,6 +509,14 @@ impl Segment {
                 Err(e) => return Err(LogError::io(path, e)),
             }
         }
+        // A `.log.swap` left by a cleaner swap that failed midway must not outlive
+        // the segment: recovery would complete it if the base offset came back.
+        let swap = with_suffix(&self.log_path, SWAP_SUFFIX);
+        match fs::remove_file(&swap) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io(swap, e)),
+        }
         Ok(renamed)
     }
 
