@@ -671,3 +671,124 @@ def parse_api_versions_body(r: Reader, version: int):
             k, lo, hi = r.i16(), r.i16(), r.i16()
             apis[k] = (lo, hi)
     return err, apis
+
+
+# ----------------------------------------------------------------------------------------------
+# Consumer group APIs (non-flexible versions): JoinGroup v5, SyncGroup v3, Heartbeat v3,
+# LeaveGroup v2, OffsetCommit v7, OffsetFetch v5, ListGroups v2
+# ----------------------------------------------------------------------------------------------
+
+OFFSET_COMMIT = 8
+OFFSET_FETCH = 9
+FIND_COORDINATOR = 10
+JOIN_GROUP = 11
+HEARTBEAT = 12
+LEAVE_GROUP = 13
+SYNC_GROUP = 14
+LIST_GROUPS = 16
+
+
+def consumer_subscription(topics: list[str]) -> bytes:
+    """ConsumerProtocolSubscription v0: the metadata of a "consumer" protocol."""
+    return i16(0) + array([string(t) for t in topics]) + nbytes(None)
+
+
+def _join_group(self, group, session_ms=6000, rebalance_ms=10000, member_id="", instance_id=None,
+                protocol_type="consumer", protocols=None):
+    """JoinGroup v5. Returns dict(error_code, generation_id, protocol_name, leader, member_id,
+    members=[(member_id, instance_id, metadata)])."""
+    if protocols is None:
+        protocols = [("range", consumer_subscription(["t"]))]
+    body = (string(group) + i32(session_ms) + i32(rebalance_ms) + string(member_id) + string(instance_id)
+            + string(protocol_type) + array([string(n) + nbytes(m) for n, m in protocols]))
+    r = self.request(JOIN_GROUP, 5, body)
+    r.i32()  # throttle
+    out = {"error_code": r.i16(), "generation_id": r.i32(), "protocol_name": r.string(),
+           "leader": r.string(), "member_id": r.string()}
+    out["members"] = r.array(lambda rr: (rr.string(), rr.string(), rr.nbytes()))
+    return out
+
+
+def _sync_group(self, group, generation, member_id, assignments, instance_id=None):
+    """SyncGroup v3; assignments = [(member_id, bytes)]. Returns dict(error_code, assignment)."""
+    body = (string(group) + i32(generation) + string(member_id) + string(instance_id)
+            + array([string(m) + nbytes(a) for m, a in assignments]))
+    r = self.request(SYNC_GROUP, 3, body)
+    r.i32()
+    return {"error_code": r.i16(), "assignment": r.nbytes()}
+
+
+def _heartbeat(self, group, generation, member_id, instance_id=None):
+    """Heartbeat v3; returns the error code."""
+    r = self.request(HEARTBEAT, 3, string(group) + i32(generation) + string(member_id) + string(instance_id))
+    r.i32()
+    return r.i16()
+
+
+def _leave_group(self, group, member_id):
+    """LeaveGroup v2 (one member); returns the error code."""
+    r = self.request(LEAVE_GROUP, 2, string(group) + string(member_id))
+    r.i32()
+    return r.i16()
+
+
+def _offset_commit(self, group, offsets, generation=-1, member_id="", instance_id=None):
+    """OffsetCommit v7; offsets = {(topic, partition): (offset, metadata or None)}. Returns
+    {(topic, partition): error_code}."""
+    by_topic: dict[str, list[bytes]] = {}
+    for (t, p), (o, meta) in offsets.items():
+        by_topic.setdefault(t, []).append(i32(p) + i64(o) + i32(-1) + string(meta))
+    body = (string(group) + i32(generation) + string(member_id) + string(instance_id)
+            + array([string(t) + array(ps) for t, ps in by_topic.items()]))
+    r = self.request(OFFSET_COMMIT, 7, body)
+    r.i32()
+    out = {}
+    for _ in range(r.i32()):
+        t = r.string()
+        for _ in range(r.i32()):
+            p = r.i32()
+            out[(t, p)] = r.i16()
+    return out
+
+
+def _offset_fetch(self, group, partitions=None):
+    """OffsetFetch v5; partitions = [(topic, partition)] or None for all. Returns
+    {(topic, partition): (offset, metadata, error_code)}; a top-level error raises."""
+    if partitions is None:
+        topics = i32(-1)
+    else:
+        by_topic: dict[str, list[int]] = {}
+        for t, p in partitions:
+            by_topic.setdefault(t, []).append(p)
+        topics = array([string(t) + array([i32(p) for p in ps]) for t, ps in by_topic.items()])
+    r = self.request(OFFSET_FETCH, 5, string(group) + topics)
+    r.i32()
+    out = {}
+    for _ in range(r.i32()):
+        t = r.string()
+        for _ in range(r.i32()):
+            p = r.i32()
+            o = r.i64()
+            r.i32()  # leader epoch
+            meta = r.string()
+            out[(t, p)] = (o, meta, r.i16())
+    err = r.i16()
+    assert err == 0, f"OffsetFetch top-level error {err}"
+    return out
+
+
+def _list_groups(self):
+    """ListGroups v2; returns (error_code, [(group_id, protocol_type)])."""
+    r = self.request(LIST_GROUPS, 2, b"")
+    r.i32()
+    err = r.i16()
+    return err, r.array(lambda rr: (rr.string(), rr.string()))
+
+
+Conn.join_group = _join_group
+Conn.sync_group = _sync_group
+Conn.heartbeat = _heartbeat
+Conn.leave_group = _leave_group
+Conn.offset_commit = _offset_commit
+Conn.offset_fetch = _offset_fetch
+Conn.list_groups = _list_groups

@@ -81,8 +81,16 @@ pub struct BrokerConfig {
     pub log_index_size_max_bytes: u32,
     /// `log.message.timestamp.type`: `CreateTime` or `LogAppendTime`.
     pub log_message_timestamp_type_log_append: bool,
-    /// `log.cleanup.policy`
+    /// `log.cleanup.policy`: `delete`, `compact` or both (`compact,delete`).
     pub log_cleanup_policy: String,
+    /// `log.cleaner.delete.retention.ms`: default for the topic config `delete.retention.ms`.
+    pub log_cleaner_delete_retention_ms: i64,
+    /// `log.cleaner.min.compaction.lag.ms`: default for `min.compaction.lag.ms`.
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio`: default for `min.cleanable.dirty.ratio`.
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// `log.cleaner.backoff.ms`: how often the cleaner looks at compacted partitions.
+    pub log_cleaner_backoff: Duration,
     /// `min.insync.replicas`
     pub min_insync_replicas: i32,
     /// `log.flush.policy` (Sluice): `sync` or `interval`.
@@ -135,6 +143,10 @@ impl Default for BrokerConfig {
             log_index_size_max_bytes: 10 * 1024 * 1024,
             log_message_timestamp_type_log_append: false,
             log_cleanup_policy: "delete".to_string(),
+            log_cleaner_delete_retention_ms: 86_400_000,
+            log_cleaner_min_compaction_lag_ms: 0,
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_backoff: Duration::from_millis(15_000),
             min_insync_replicas: 1,
             flush_policy: FlushPolicy::Interval,
             flush_interval: Duration::from_millis(1000),
@@ -180,6 +192,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "log.index.size.max.bytes",
     "log.message.timestamp.type",
     "log.cleanup.policy",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.cleaner.min.cleanable.ratio",
+    "log.cleaner.backoff.ms",
     "min.insync.replicas",
     "log.flush.policy",
     "log.flush.interval.ms",
@@ -257,10 +273,31 @@ impl BrokerConfig {
                 }
             }
             "log.cleanup.policy" => {
-                if value != "delete" {
-                    return Err(invalid(key, value, "only `delete` is supported so far"));
+                if !matches!(
+                    value,
+                    "delete" | "compact" | "compact,delete" | "delete,compact"
+                ) {
+                    return Err(invalid(
+                        key,
+                        value,
+                        "expected `delete`, `compact` or `compact,delete`",
+                    ));
                 }
                 self.log_cleanup_policy = value.to_string();
+            }
+            "log.cleaner.delete.retention.ms" => {
+                self.log_cleaner_delete_retention_ms = parse_non_negative(key, value)?
+            }
+            "log.cleaner.min.compaction.lag.ms" => {
+                self.log_cleaner_min_compaction_lag_ms = parse_non_negative(key, value)?
+            }
+            "log.cleaner.min.cleanable.ratio" => {
+                self.log_cleaner_min_cleanable_ratio =
+                    crate::metadata::topic_config::ratio(value)
+                        .map_err(|reason| invalid(key, value, &reason))?
+            }
+            "log.cleaner.backoff.ms" => {
+                self.log_cleaner_backoff = Duration::from_millis(parse_positive(key, value)?)
             }
             "min.insync.replicas" => self.min_insync_replicas = parse_positive(key, value)?,
             "log.flush.policy" => {
@@ -404,6 +441,23 @@ impl BrokerConfig {
                 self.group_max_session_timeout_ms.to_string(),
             ),
             ("group.max.size", self.group_max_size.to_string()),
+            ("log.cleanup.policy", self.log_cleanup_policy.clone()),
+            (
+                "log.cleaner.delete.retention.ms",
+                self.log_cleaner_delete_retention_ms.to_string(),
+            ),
+            (
+                "log.cleaner.min.compaction.lag.ms",
+                self.log_cleaner_min_compaction_lag_ms.to_string(),
+            ),
+            (
+                "log.cleaner.min.cleanable.ratio",
+                self.log_cleaner_min_cleanable_ratio.to_string(),
+            ),
+            (
+                "log.cleaner.backoff.ms",
+                self.log_cleaner_backoff.as_millis().to_string(),
+            ),
         ]
     }
 
@@ -456,6 +510,14 @@ fn parse_positive<T: std::str::FromStr + PartialOrd + Default>(
     let v: T = parse(key, value)?;
     if v <= T::default() {
         return Err(invalid(key, value, "must be positive"));
+    }
+    Ok(v)
+}
+
+fn parse_non_negative(key: &str, value: &str) -> Result<i64, ConfigError> {
+    let v: i64 = parse(key, value)?;
+    if v < 0 {
+        return Err(invalid(key, value, "must be >= 0"));
     }
     Ok(v)
 }
@@ -532,6 +594,30 @@ mod tests {
             Err(ConfigError::UnknownKey(_))
         ));
         assert!(c.set("log.flush.policy", "sometimes").is_err());
+    }
+
+    #[test]
+    fn cleanup_policy_and_cleaner_settings() {
+        let mut c = BrokerConfig::default();
+        for policy in ["delete", "compact", "compact,delete", "delete,compact"] {
+            c.set("log.cleanup.policy", policy).unwrap();
+            assert_eq!(c.log_cleanup_policy, policy);
+        }
+        assert!(c.set("log.cleanup.policy", "shred").is_err());
+        c.set("log.cleaner.delete.retention.ms", "1000").unwrap();
+        c.set("log.cleaner.min.compaction.lag.ms", "5").unwrap();
+        c.set("log.cleaner.min.cleanable.ratio", "0.1").unwrap();
+        c.set("log.cleaner.backoff.ms", "250").unwrap();
+        assert_eq!(c.log_cleaner_delete_retention_ms, 1000);
+        assert_eq!(c.log_cleaner_min_compaction_lag_ms, 5);
+        assert_eq!(c.log_cleaner_min_cleanable_ratio, 0.1);
+        assert_eq!(c.log_cleaner_backoff, Duration::from_millis(250));
+        assert!(c.set("log.cleaner.min.cleanable.ratio", "2").is_err());
+        assert!(c.set("log.cleaner.delete.retention.ms", "-1").is_err());
+        assert!(c.set("log.cleaner.backoff.ms", "0").is_err());
+        let described = c.describe();
+        assert!(described.contains(&("log.cleaner.min.cleanable.ratio", "0.1".to_string())));
+        assert!(described.contains(&("log.cleanup.policy", "delete,compact".to_string())));
     }
 
     #[test]

@@ -151,6 +151,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         shutdown_rx.clone(),
         roll_and_retain,
     ));
+    tasks.spawn(every_partition(
+        broker.clone(),
+        config.log_cleaner_backoff,
+        shutdown_rx.clone(),
+        compact,
+    ));
     if config.flush_policy == FlushPolicy::Interval {
         tasks.spawn(every_partition(
             broker.clone(),
@@ -248,6 +254,23 @@ fn roll_and_retain(p: &Partition) {
     }
 }
 
+/// Log compaction of `cleanup.policy=compact` partitions (`log.cleaner.backoff.ms`), below the
+/// high watermark: a record that may still be truncated must not make an older copy obsolete.
+fn compact(p: &Partition) {
+    if !p.log().config().cleanup_compact {
+        return;
+    }
+    match p.log().clean_below(now_ms(), false, p.high_watermark()) {
+        Ok(outcome) if outcome.segments_cleaned > 0 => {
+            tracing::info!(topic = %p.topic, partition = p.index, ?outcome, "log compacted")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "log compaction failed")
+        }
+    }
+}
+
 /// Interval flushing (`log.flush.interval.ms`): fsync what is not yet durable.
 fn flush_if_dirty(p: &Partition) {
     if p.log().flushed_offset() < p.log_end_offset() {
@@ -264,10 +287,13 @@ fn ensure_offsets_topic(controller: &Controller, config: &BrokerConfig) -> Resul
         partitions: config.offsets_topic_num_partitions,
         replication_factor: 1,
         assignments: Default::default(),
-        configs: [("segment.bytes", "104857600")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        configs: [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "104857600"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
     };
     match controller.create_topic(topic, false) {
         Ok(_) => Ok(()),

@@ -53,7 +53,7 @@ pub mod error_codes {
 /// * a batch above the size limit -> MESSAGE_TOO_LARGE;
 /// * magic v0/v1 (legacy message sets) -> UNSUPPORTED_FOR_MESSAGE_FORMAT;
 /// * count/delta mismatches, control batches from clients, bad sequences and an
-///   empty blob -> INVALID_RECORD, because Kafka's `LogValidator` /
+///   empty blob, a keyless record on a compacted topic -> INVALID_RECORD, because Kafka's `LogValidator` /
 ///   `ProduceRequest.validateRecords` throw `InvalidRecordException` for these.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum BatchError {
@@ -99,6 +99,10 @@ pub enum BatchError {
     },
     #[error("records blob contains no record batch")]
     Empty,
+    #[error("cannot decode the records of the batch at byte {position}: {reason}")]
+    Undecodable { position: usize, reason: String },
+    #[error("compacted topic cannot accept a record without a key")]
+    NullKeyInCompactedTopic,
 }
 
 impl BatchError {
@@ -110,12 +114,14 @@ impl BatchError {
             | BatchError::InvalidLength { .. }
             | BatchError::InvalidMagic { .. }
             | BatchError::Corrupt { .. }
-            | BatchError::UnknownCompression { .. } => CORRUPT_MESSAGE,
+            | BatchError::UnknownCompression { .. }
+            | BatchError::Undecodable { .. } => CORRUPT_MESSAGE,
             BatchError::TooLarge { .. } => MESSAGE_TOO_LARGE,
             BatchError::UnsupportedMagic { .. } => UNSUPPORTED_FOR_MESSAGE_FORMAT,
             BatchError::InvalidRecordCount { .. }
             | BatchError::ControlBatchFromClient { .. }
             | BatchError::InvalidSequence { .. }
+            | BatchError::NullKeyInCompactedTopic
             | BatchError::Empty => INVALID_RECORD,
         }
     }
@@ -308,6 +314,51 @@ pub(crate) fn set_log_append_time(header: &mut [u8; HEADER_LEN], body: &[u8], ap
     header[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Rewrites batchLength, recordsCount and maxTimestamp of a batch rebuilt from a subset of
+/// its records (`batch` is the whole new batch), then its CRC.
+pub(crate) fn patch_rebuilt_header(batch: &mut [u8], records_count: i32, max_timestamp: i64) {
+    let length = (batch.len() - LOG_OVERHEAD) as i32;
+    batch[LENGTH_POS..LENGTH_POS + 4].copy_from_slice(&length.to_be_bytes());
+    batch[RECORDS_COUNT_POS..RECORDS_COUNT_POS + 4].copy_from_slice(&records_count.to_be_bytes());
+    batch[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Whether any record in `batches` (whole, validated batches, as from
+/// [`validate_batches`]) has a null key. Decodes (and decompresses) every record, so
+/// the produce path calls it only for compacted topics, which refuse such records with
+/// CORRUPT_MESSAGE as Kafka does. Control batches are not looked at.
+pub fn batch_has_null_key(batches: &[u8]) -> Result<bool, BatchError> {
+    let mut pos = 0usize;
+    while pos < batches.len() {
+        let header = BatchHeader::parse(&batches[pos..]).map_err(|e| e.shifted(pos))?;
+        let end = pos + header.total_len();
+        if end > batches.len() {
+            return Err(BatchError::Truncated {
+                position: pos,
+                needed: header.total_len(),
+                available: batches.len() - pos,
+            });
+        }
+        if !header.is_control() {
+            let mut buf = bytes::Bytes::copy_from_slice(&batches[pos..end]);
+            let set =
+                kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+                    BatchError::Undecodable {
+                        position: pos,
+                        reason: e.to_string(),
+                    }
+                })?;
+            if set.records.iter().any(|r| r.key.is_none()) {
+                return Ok(true);
+            }
+        }
+        pos = end;
+    }
+    Ok(false)
+}
+
 /// Who is producing the batches; clients may not write control batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOrigin {
@@ -453,7 +504,8 @@ pub(crate) mod tests {
     use super::*;
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
     };
     use proptest::prelude::*;
 
@@ -608,6 +660,30 @@ pub(crate) mod tests {
         // The library decoder agrees the CRC is valid.
         let mut bytes = buf.freeze();
         kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
+    }
+
+    #[test]
+    fn null_keys_are_found_in_any_batch() {
+        let keyed = encode_batch_with(3, 0, 5, Compression::Gzip);
+        assert!(!batch_has_null_key(&keyed).unwrap());
+        let mut records = RecordBatchDecoder::decode(&mut keyed.clone().freeze())
+            .unwrap()
+            .records;
+        records[1].key = None;
+        let mut null_key = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Lz4,
+        };
+        RecordBatchEncoder::encode(&mut null_key, &records, &options).unwrap();
+        let mut both = keyed.clone();
+        both.extend_from_slice(&null_key);
+        assert!(batch_has_null_key(&both).unwrap());
+        let mut bad = keyed.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let e = batch_has_null_key(&bad).unwrap_err();
+        assert_eq!(e.kafka_error_code(), error_codes::CORRUPT_MESSAGE);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Small durable files in the partition directory: the log start offset
-//! checkpoint and the clean-shutdown marker.
+//! checkpoint, the cleaner checkpoint and the clean-shutdown marker.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -9,6 +9,8 @@ use super::error::{IoContext, LogError};
 
 pub(crate) const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+/// Offset below which the log has been compacted (steers the dirty ratio only).
+pub(crate) const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 /// Suffix of files being written before an atomic rename.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
 

@@ -1,7 +1,7 @@
 //! Per-partition log configuration (the subset of Kafka topic configs the log uses).
 
 /// Log settings; `Default` mirrors Kafka's broker defaults.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would grow past this.
     pub segment_bytes: u64,
@@ -19,6 +19,16 @@ pub struct LogConfig {
     pub timestamp_type_log_append: bool,
     /// `max.message.bytes`: largest batch accepted.
     pub max_message_bytes: usize,
+    /// `cleanup.policy` contains `delete`: retention by time and size applies.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`: the cleaner keeps the latest record per key.
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long tombstones survive cleaning (see `cleaner.rs`).
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: clean when dirty bytes / cleanable bytes reach this.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -33,6 +43,11 @@ impl Default for LogConfig {
             retention_bytes: -1,
             timestamp_type_log_append: false,
             max_message_bytes: 1_048_588,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: DAY_MS,
+            min_compaction_lag_ms: 0,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }

@@ -43,6 +43,8 @@ pub enum LogError {
     InvalidAppend(String),
     #[error("log in {0} is closed")]
     Closed(PathBuf),
+    #[error("log cleaner failed on {path}: {reason}")]
+    Cleaner { path: PathBuf, reason: String },
 }
 
 impl LogError {
@@ -60,7 +62,9 @@ impl LogError {
             LogError::OffsetOutOfRange { .. } => codes::OFFSET_OUT_OF_RANGE,
             LogError::InvalidBatch(e) => e.kafka_error_code(),
             LogError::NonContiguousAppend { .. } => codes::CORRUPT_MESSAGE,
-            LogError::InvalidAppend(_) | LogError::Closed(_) => codes::UNKNOWN_SERVER_ERROR,
+            LogError::InvalidAppend(_) | LogError::Closed(_) | LogError::Cleaner { .. } => {
+                codes::UNKNOWN_SERVER_ERROR
+            }
         }
     }
 }

@@ -5,9 +5,13 @@
 //! operation holds it only for in-memory work and cheap metadata syscalls; file
 //! reads and fsyncs happen after releasing it, on `Arc<File>` handles taken
 //! under it (a segment deleted meanwhile stays readable through its handle).
+//! The compaction cleaner (`cleaner.rs`) reads and writes outside the lock too and
+//! takes it only to swap cleaned segments in (renames and one directory fsync).
 
 pub mod batch;
 mod checkpoint;
+mod cleaner;
+mod compact;
 pub mod config;
 mod error;
 mod index;
@@ -27,15 +31,16 @@ use kafka_protocol::records::RecordBatchDecoder;
 use tracing::warn;
 
 pub use batch::{
-    validate_batches, validate_batches_from, AppendOrigin, BatchError, BatchHeader,
-    ValidatedBatches,
+    batch_has_null_key, validate_batches, validate_batches_from, AppendOrigin, BatchError,
+    BatchHeader, ValidatedBatches,
 };
+pub use cleaner::CleanOutcome;
 pub use config::LogConfig;
 pub use error::LogError;
 pub use retention::RetentionReason;
 
 use batch::{set_base_offset, set_log_append_time, set_partition_leader_epoch, HEADER_LEN};
-use checkpoint::LOG_START_OFFSET_FILE;
+use checkpoint::{CLEANER_CHECKPOINT_FILE, LOG_START_OFFSET_FILE};
 use error::IoContext;
 use retention::SegmentStat;
 use scan::{find_batch, read_full_at, BatchScanner, Scanned};
@@ -87,6 +92,9 @@ struct LogState {
     /// A segment file was created since the last directory fsync.
     dir_dirty: bool,
     closed: bool,
+    /// Offset below which the cleaner has compacted the log (persisted in
+    /// `cleaner-offset-checkpoint`); data from here on counts as dirty.
+    cleaner_checkpoint: i64,
 }
 
 impl LogState {
@@ -126,6 +134,8 @@ impl LogState {
 pub struct Log {
     dir: PathBuf,
     state: Mutex<LogState>,
+    /// Held for a whole cleaner run, so runs of one log never overlap.
+    cleaning: Mutex<()>,
 }
 
 fn now_ms() -> i64 {
@@ -173,6 +183,9 @@ impl Log {
             checkpoint::remove_clean_shutdown_marker(&dir)?;
         }
         let flushed_offset = if clean { end } else { log_start_offset };
+        let cleaner_checkpoint = checkpoint::read_i64(&dir, CLEANER_CHECKPOINT_FILE)?
+            .unwrap_or(0)
+            .clamp(0, end);
         Ok(Log {
             dir,
             state: Mutex::new(LogState {
@@ -183,7 +196,9 @@ impl Log {
                 truncations: 0,
                 dir_dirty: false,
                 closed: false,
+                cleaner_checkpoint,
             }),
+            cleaning: Mutex::new(()),
         })
     }
 
@@ -670,6 +685,11 @@ impl Log {
         }
         let end = st.log_end_offset();
         st.flushed_offset = st.flushed_offset.min(end);
+        if st.cleaner_checkpoint > end {
+            // Offsets from `end` on will be written again, uncleaned.
+            st.cleaner_checkpoint = end;
+            checkpoint::write_i64(&self.dir, CLEANER_CHECKPOINT_FILE, end)?;
+        }
         let active = Arc::clone(&st.active().log);
         let active_path = st.active().log_path.clone();
         drop(st);
@@ -803,7 +823,7 @@ impl Log {
 
     /// Deletes the log's directory and everything in it.
     pub fn delete_dir(self) -> Result<(), LogError> {
-        let Log { dir, state } = self;
+        let Log { dir, state, .. } = self;
         drop(state);
         fs::remove_dir_all(&dir).ctx(&dir)
     }
@@ -882,5 +902,7 @@ fn find_record(
         .map(|r| (r.offset, r.timestamp)))
 }
 
+#[cfg(test)]
+mod cleaner_tests;
 #[cfg(test)]
 mod tests;

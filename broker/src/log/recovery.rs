@@ -9,10 +9,12 @@ use tracing::{info, warn};
 use super::checkpoint::TMP_SUFFIX;
 use super::config::LogConfig;
 use super::error::{IoContext, LogError};
-use super::segment::{Segment, DELETED_SUFFIX, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
+use super::segment::{
+    Segment, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_EXT, LOG_EXT, SWAP_SUFFIX, TIME_INDEX_EXT,
+};
 
-/// Suffixes of leftovers from interrupted deletes, compactions and swaps.
-const STRAY_SUFFIXES: [&str; 4] = [DELETED_SUFFIX, ".cleaned", ".swap", TMP_SUFFIX];
+/// Suffixes of leftovers from interrupted deletes and checkpoint writes.
+const STRAY_SUFFIXES: [&str; 2] = [DELETED_SUFFIX, TMP_SUFFIX];
 
 /// Base offset encoded in a `<20 digits>.<ext>` file name.
 fn parse_base(name: &str, ext: &str) -> Option<i64> {
@@ -23,8 +25,61 @@ fn parse_base(name: &str, ext: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
+/// Base offset of a cleaner leftover `<base>.<ext>.cleaned|.swap`, and whether it
+/// is a committed log swap (`<base>.log.swap`).
+fn parse_cleaner_leftover(name: &str) -> Option<(i64, bool)> {
+    let (stem, swap) = match name.strip_suffix(SWAP_SUFFIX) {
+        Some(stem) => (stem, true),
+        None => (name.strip_suffix(CLEANED_SUFFIX)?, false),
+    };
+    if let Some(base) = parse_base(stem, LOG_EXT) {
+        return Some((base, swap));
+    }
+    parse_base(stem, INDEX_EXT)
+        .or_else(|| parse_base(stem, TIME_INDEX_EXT))
+        .map(|base| (base, false))
+}
+
+/// Finishes or discards an interrupted cleaner swap (protocol in `cleaner.rs`). A
+/// `<base>.log.swap` is a complete, fsynced cleaned log: it replaces `<base>.log`
+/// (if that still exists; otherwise the segment was deleted and the swap is
+/// dropped). `.cleaned` files are incomplete and removed. Either way the
+/// segment's indexes may belong to the other version of the log, so they are
+/// removed and the segment is rebuilt by recovery. Returns whether anything changed.
+fn resolve_cleaner_leftovers(dir: &Path) -> Result<bool, LogError> {
+    let mut leftovers = Vec::new();
+    for entry in fs::read_dir(dir).ctx(dir)? {
+        let entry = entry.ctx(dir)?;
+        let name = entry.file_name();
+        if let Some((base, swap)) = name.to_str().and_then(parse_cleaner_leftover) {
+            leftovers.push((base, swap, entry.path()));
+        }
+    }
+    for (base, swap, path) in &leftovers {
+        let [log, index, time] = Segment::final_paths(dir, *base);
+        if *swap && log.exists() {
+            info!(path = %path.display(), "completing an interrupted segment swap");
+            fs::rename(path, &log).ctx(path)?;
+        } else {
+            info!(path = %path.display(), "removing cleaner leftover");
+            fs::remove_file(path).ctx(path)?;
+        }
+        for p in [index, time] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io(p, e)),
+            }
+        }
+    }
+    Ok(!leftovers.is_empty())
+}
+
 /// Removes stray files and returns the sorted base offsets of all segments.
 fn scan_dir(dir: &Path) -> Result<Vec<i64>, LogError> {
+    if resolve_cleaner_leftovers(dir)? {
+        super::checkpoint::sync_dir(dir)?;
+    }
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
     for entry in fs::read_dir(dir).ctx(dir)? {
@@ -84,7 +139,13 @@ pub(crate) fn load_segments(
                 if clean || !is_last {
                     warn!(dir = %dir.display(), base, "segment indexes unusable, recovering");
                 }
-                Segment::open_recover(dir, base, config, now_ms)?
+                let (mut seg, cut) = Segment::open_recover(dir, base, config, now_ms)?;
+                if !is_last {
+                    // An inactive segment's time index ends with its max timestamp,
+                    // which a later clean open reads from there.
+                    seg.seal()?;
+                }
+                (seg, cut)
             }
         };
         if !clean {
@@ -125,6 +186,7 @@ pub(crate) fn load_segments(
 pub(crate) fn is_known_file(name: &str) -> bool {
     name == super::checkpoint::CLEAN_SHUTDOWN_FILE
         || name == super::checkpoint::LOG_START_OFFSET_FILE
+        || name == super::checkpoint::CLEANER_CHECKPOINT_FILE
         || [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT]
             .iter()
             .any(|ext| parse_base(name, ext).is_some())
@@ -142,5 +204,24 @@ mod tests {
         assert_eq!(parse_base("0000000000000000004x.log", LOG_EXT), None);
         assert!(is_known_file("clean-shutdown"));
         assert!(!is_known_file("foo.log.deleted"));
+        let b = "00000000000000000042";
+        assert_eq!(
+            parse_cleaner_leftover(&format!("{b}.log.swap")),
+            Some((42, true))
+        );
+        assert_eq!(
+            parse_cleaner_leftover(&format!("{b}.log.cleaned")),
+            Some((42, false))
+        );
+        assert_eq!(
+            parse_cleaner_leftover(&format!("{b}.index.swap")),
+            Some((42, false))
+        );
+        assert_eq!(
+            parse_cleaner_leftover(&format!("{b}.timeindex.cleaned")),
+            Some((42, false))
+        );
+        assert_eq!(parse_cleaner_leftover(&format!("{b}.log")), None);
+        assert_eq!(parse_cleaner_leftover("x.log.swap"), None);
     }
 }

@@ -27,7 +27,8 @@ pub enum RetentionReason {
 /// by time (largest timestamp older than `now - retention_ms`), then by size
 /// (while the total minus the segment stays >= `retention_bytes`). Each rule
 /// stops at the first segment it keeps. The active (last) segment counts too,
-/// unless it is empty; the caller rolls before deleting it.
+/// unless it is empty; the caller rolls before deleting it. Time and size only apply
+/// when `cleanup.policy` includes `delete` (a compact-only topic keeps its data).
 pub(crate) fn segments_to_delete(
     segs: &[SegmentStat],
     log_start_offset: i64,
@@ -46,7 +47,7 @@ pub(crate) fn segments_to_delete(
         return Some((below_start, RetentionReason::LogStartOffset));
     }
 
-    if config.retention_ms >= 0 {
+    if config.cleanup_delete && config.retention_ms >= 0 {
         let expired = (0..segs.len())
             .take_while(|&i| {
                 eligible(i)
@@ -58,7 +59,7 @@ pub(crate) fn segments_to_delete(
         }
     }
 
-    if config.retention_bytes >= 0 {
+    if config.cleanup_delete && config.retention_bytes >= 0 {
         let total: u64 = segs.iter().map(|s| s.size).sum();
         let mut excess = total as i64 - config.retention_bytes;
         let mut n = 0;
@@ -143,6 +144,21 @@ mod tests {
         assert_eq!(
             segments_to_delete(&segs, 20, &cfg(-1, -1), 0),
             Some((2, RetentionReason::LogStartOffset))
+        );
+    }
+
+    #[test]
+    fn compact_only_keeps_data_but_honours_log_start() {
+        let segs = [stat(0, 100, 1), stat(10, 100, 1), stat(20, 100, 1)];
+        let compact_only = LogConfig {
+            cleanup_delete: false,
+            cleanup_compact: true,
+            ..cfg(10, 0)
+        };
+        assert_eq!(segments_to_delete(&segs, 0, &compact_only, 1_000_000), None);
+        assert_eq!(
+            segments_to_delete(&segs, 15, &compact_only, 1_000_000),
+            Some((1, RetentionReason::LogStartOffset))
         );
     }
 }

@@ -19,6 +19,17 @@ pub(crate) const LOG_EXT: &str = "log";
 pub(crate) const INDEX_EXT: &str = "index";
 pub(crate) const TIME_INDEX_EXT: &str = "timeindex";
 pub(crate) const DELETED_SUFFIX: &str = ".deleted";
+/// Files written by the cleaner, complete only once fsynced (see `cleaner.rs`).
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+/// A cleaned log file committed to replace its segment (see `cleaner.rs`).
+pub(crate) const SWAP_SUFFIX: &str = ".swap";
+
+/// `path` with `suffix` appended (`x.log` -> `x.log.cleaned`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
 
 /// `<base offset, 20 digits>.<ext>`, sorting lexically in offset order.
 pub(crate) fn file_name(base: i64, ext: &str) -> String {
@@ -83,7 +94,7 @@ fn open_log(path: &Path, create: bool) -> io::Result<File> {
 
 impl Segment {
     fn empty(
-        dir: &Path,
+        log_path: PathBuf,
         base: i64,
         log: File,
         index: OffsetIndex,
@@ -92,7 +103,7 @@ impl Segment {
     ) -> Self {
         Segment {
             base_offset: base,
-            log_path: dir.join(file_name(base, LOG_EXT)),
+            log_path,
             log: Arc::new(log),
             offset_index: index,
             time_index: time,
@@ -115,7 +126,7 @@ impl Segment {
         let index = OffsetIndex::create(index_path.clone()).ctx(&index_path)?;
         let time_path = dir.join(file_name(base, TIME_INDEX_EXT));
         let time = TimeIndex::create(time_path.clone()).ctx(&time_path)?;
-        Ok(Segment::empty(dir, base, log, index, time, now_ms))
+        Ok(Segment::empty(log_path, base, log, index, time, now_ms))
     }
 
     /// Opens an existing segment trusting its indexes: only the data after the
@@ -137,7 +148,7 @@ impl Segment {
         if size > u32::MAX as u64 || !index.is_consistent(size) || !time.is_consistent() {
             return Ok(None);
         }
-        let mut seg = Segment::empty(dir, base, log, index, time, now_ms);
+        let mut seg = Segment::empty(log_path, base, log, index, time, now_ms);
         seg.size = size;
         seg.flushed_size = size;
         if let Some(t) = seg.time_index.last() {
@@ -209,12 +220,61 @@ impl Segment {
         let index = OffsetIndex::create(index_path.clone()).ctx(&index_path)?;
         let time_path = dir.join(file_name(base, TIME_INDEX_EXT));
         let time = TimeIndex::create(time_path.clone()).ctx(&time_path)?;
-        let mut seg = Segment::empty(dir, base, log, index, time, now_ms);
+        let mut seg = Segment::empty(log_path, base, log, index, time, now_ms);
         seg.size = size;
         let cut = seg.rebuild(true, config)?;
         // After a process crash the data may still be only in the page cache.
         seg.flushed_size = 0;
         Ok((seg, cut))
+    }
+
+    /// Opens the complete, fsynced cleaned log `<base>.log.cleaned`, writes its indexes
+    /// as `<base>.index.cleaned` / `<base>.timeindex.cleaned` and fsyncs them.
+    pub fn open_cleaned(
+        dir: &Path,
+        base: i64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<Segment, LogError> {
+        let [log_path, index_path, time_path] =
+            Segment::final_paths(dir, base).map(|p| with_suffix(&p, CLEANED_SUFFIX));
+        let log = open_log(&log_path, false).ctx(&log_path)?;
+        let size = log.metadata().ctx(&log_path)?.len();
+        let index = OffsetIndex::create(index_path.clone()).ctx(&index_path)?;
+        let time = TimeIndex::create(time_path.clone()).ctx(&time_path)?;
+        let mut seg = Segment::empty(log_path, base, log, index, time, now_ms);
+        seg.size = size;
+        let cut = seg.rebuild(false, config)?;
+        if cut > 0 {
+            return Err(LogError::Corrupt {
+                path: seg.log_path.clone(),
+                position: seg.size,
+                reason: "cleaned segment does not scan to its end".into(),
+            });
+        }
+        seg.seal()?;
+        seg.offset_index
+            .file
+            .sync_all()
+            .ctx(&seg.offset_index.path)?;
+        seg.time_index.file.sync_all().ctx(&seg.time_index.path)?;
+        seg.offset_index.dirty = false;
+        seg.time_index.dirty = false;
+        seg.flushed_size = size;
+        Ok(seg)
+    }
+
+    /// The live names of a segment's log, offset index and time index.
+    pub fn final_paths(dir: &Path, base: i64) -> [PathBuf; 3] {
+        [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT].map(|ext| dir.join(file_name(base, ext)))
+    }
+
+    /// Points this segment's paths at `paths` after its files were renamed there
+    /// (open handles follow a rename).
+    pub fn set_paths(&mut self, [log, index, time]: [PathBuf; 3]) {
+        self.log_path = log;
+        self.offset_index.path = index;
+        self.time_index.path = time;
     }
 
     /// Rescans the whole file, truncates it after the last good batch and
@@ -448,6 +508,14 @@ impl Segment {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(LogError::io(path, e)),
             }
+        }
+        // A `.log.swap` left by a cleaner swap that failed midway must not outlive
+        // the segment: recovery would complete it if the base offset came back.
+        let swap = with_suffix(&self.log_path, SWAP_SUFFIX);
+        match fs::remove_file(&swap) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io(swap, e)),
         }
         Ok(renamed)
     }

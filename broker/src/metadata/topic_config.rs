@@ -23,6 +23,7 @@ pub enum ConfigType {
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -44,15 +45,37 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "cleanup.policy",
         config_type: ConfigType::List,
         broker_key: "log.cleanup.policy",
-        doc: "`delete` removes old segments by retention.ms / retention.bytes.",
+        doc: "`delete` removes old segments by retention.ms / retention.bytes; `compact` keeps \
+              the latest record per key; `compact,delete` does both.",
         default: |b| b.log_cleanup_policy.clone(),
         validate: |v| match v {
-            "delete" => Ok(()),
-            "compact" | "compact,delete" | "delete,compact" => {
-                Err("cleanup.policy=compact is not supported yet".into())
-            }
-            _ => Err("expected `delete`".into()),
+            "delete" | "compact" | "compact,delete" | "delete,compact" => Ok(()),
+            _ => Err("expected `delete`, `compact` or `compact,delete`".into()),
         },
+    },
+    TopicConfigDef {
+        name: "delete.retention.ms",
+        config_type: ConfigType::Long,
+        broker_key: "log.cleaner.delete.retention.ms",
+        doc: "How long the cleaner keeps tombstones of a compacted topic.",
+        default: |b| b.log_cleaner_delete_retention_ms.to_string(),
+        validate: |v| at_least(v, 0),
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        config_type: ConfigType::Long,
+        broker_key: "log.cleaner.min.compaction.lag.ms",
+        doc: "Records younger than this are not compacted.",
+        default: |b| b.log_cleaner_min_compaction_lag_ms.to_string(),
+        validate: |v| at_least(v, 0),
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        config_type: ConfigType::Double,
+        broker_key: "log.cleaner.min.cleanable.ratio",
+        doc: "Compact when uncleaned bytes reach this share of the cleanable bytes.",
+        default: |b| b.log_cleaner_min_cleanable_ratio.to_string(),
+        validate: |v| ratio(v).map(|_| ()),
     },
     TopicConfigDef {
         name: "retention.ms",
@@ -199,6 +222,8 @@ fn number<T: std::str::FromStr + Default>(
 
 /// The log settings of a topic.
 pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
+    let policy = effective_value(broker, overrides, "cleanup.policy");
+    let has = |p: &str| policy.split(',').any(|item| item.trim() == p);
     LogConfig {
         segment_bytes: number(broker, overrides, "segment.bytes"),
         segment_ms: number(broker, overrides, "segment.ms"),
@@ -209,6 +234,11 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
         timestamp_type_log_append: effective_value(broker, overrides, "message.timestamp.type")
             == "LogAppendTime",
         max_message_bytes: number(broker, overrides, "max.message.bytes"),
+        cleanup_delete: has("delete"),
+        cleanup_compact: has("compact"),
+        delete_retention_ms: number(broker, overrides, "delete.retention.ms"),
+        min_compaction_lag_ms: number(broker, overrides, "min.compaction.lag.ms"),
+        min_cleanable_dirty_ratio: number(broker, overrides, "min.cleanable.dirty.ratio"),
     }
 }
 
@@ -219,6 +249,15 @@ pub fn min_insync_replicas(broker: &BrokerConfig, overrides: &BTreeMap<String, S
 
 fn parse_i64(v: &str) -> Result<i64, String> {
     v.parse().map_err(|_| "not a number".to_string())
+}
+
+/// A double between 0 and 1, as Kafka's `min.cleanable.dirty.ratio`.
+pub fn ratio(v: &str) -> Result<f64, String> {
+    match v.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        Ok(_) => Err("must be between 0 and 1".into()),
+        Err(_) => Err("not a number".into()),
+    }
 }
 
 fn at_least(v: &str, min: i64) -> Result<(), String> {
@@ -245,7 +284,15 @@ mod tests {
         assert!(validate("no.such.config", "1")
             .unwrap_err()
             .contains("no.such.config"));
-        assert!(validate("cleanup.policy", "compact").is_err());
+        for policy in ["delete", "compact", "compact,delete", "delete,compact"] {
+            assert!(validate("cleanup.policy", policy).is_ok(), "{policy}");
+        }
+        assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "0.1").is_ok());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "half").is_err());
+        assert!(validate("delete.retention.ms", "-1").is_err());
+        assert!(validate("min.compaction.lag.ms", "0").is_ok());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
     }
 
@@ -271,5 +318,33 @@ mod tests {
         assert_eq!(lc.segment_bytes, 1 << 30);
         let def = definition("segment.bytes").unwrap();
         assert_eq!(effective(&broker, &o, def).1, ConfigSource::Default);
+        assert!(lc.cleanup_delete && !lc.cleanup_compact);
+        assert_eq!(lc.delete_retention_ms, 86_400_000);
+        assert_eq!(lc.min_cleanable_dirty_ratio, 0.5);
+    }
+
+    #[test]
+    fn compaction_configs_feed_the_log_config() {
+        let broker = BrokerConfig {
+            log_cleaner_min_cleanable_ratio: 0.25,
+            ..Default::default()
+        };
+        let mut o = BTreeMap::new();
+        o.insert("cleanup.policy".to_string(), "compact".to_string());
+        o.insert("delete.retention.ms".to_string(), "1000".to_string());
+        o.insert("min.compaction.lag.ms".to_string(), "60000".to_string());
+        let lc = log_config(&broker, &o);
+        assert!(lc.cleanup_compact && !lc.cleanup_delete);
+        assert_eq!(lc.delete_retention_ms, 1000);
+        assert_eq!(lc.min_compaction_lag_ms, 60_000);
+        assert_eq!(lc.min_cleanable_dirty_ratio, 0.25);
+        let def = definition("min.cleanable.dirty.ratio").unwrap();
+        assert_eq!(
+            effective(&broker, &o, def),
+            ("0.25".into(), ConfigSource::StaticBroker)
+        );
+        o.insert("cleanup.policy".to_string(), "delete,compact".to_string());
+        let lc = log_config(&broker, &o);
+        assert!(lc.cleanup_compact && lc.cleanup_delete);
     }
 }

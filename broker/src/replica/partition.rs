@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::producer_state::{BatchMeta, ProducerStateTable, SequenceCheck, SequenceError};
-use crate::log::batch::{validate_batches, BatchError};
+use crate::log::batch::{batch_has_null_key, validate_batches, BatchError};
 use crate::log::{AppendInfo, Log, LogConfig, LogError, ReadInfo};
 
 const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.json";
@@ -188,6 +188,11 @@ impl Partition {
             ));
         }
         let header = *header;
+        // Kafka refuses keyless records on compacted topics: compaction keeps one record per key.
+        // Only these topics pay for decoding the records.
+        if settings.log.cleanup_compact && batch_has_null_key(records)? {
+            return Err(AppendError::Batch(BatchError::NullKeyInCompactedTopic));
+        }
         let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
         if header.producer_id >= 0 {
             let check = producers.check(
