@@ -73,6 +73,12 @@ def name(t, p):
     return "%s:%d" % (t, p)
 
 if kind == "kp":
+    import logging
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka.conn").setLevel(logging.WARNING)
+    if __import__("os").environ.get("SLUICE_TEST_KP_DEBUG"):
+        logging.getLogger("kafka").setLevel(logging.DEBUG)
     from kafka import KafkaConsumer
     from kafka.structs import OffsetAndMetadata
     from kafka.coordinator.assignors.range import RangePartitionAssignor
@@ -87,10 +93,24 @@ if kind == "kp":
             "roundrobin": RoundRobinPartitionAssignor, "sticky": StickyPartitionAssignor}[assignor]]
     if instance != "-":
         conf["group_instance_id"] = instance
-    c = KafkaConsumer(*topics, **conf)
+    from kafka import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            out(ev="revoke_cb", parts=sorted(name(tp.topic, tp.partition) for tp in revoked))
+
+        def on_partitions_assigned(self, assigned):
+            out(ev="assign_cb", parts=sorted(name(tp.topic, tp.partition) for tp in assigned))
+            out(ev="assign", parts=sorted(name(tp.topic, tp.partition) for tp in assigned))
+
+    c = KafkaConsumer(**conf)
+    c.subscribe(topics, listener=Listener())
     last = None
     while not stop:
-        recs = c.poll(timeout_ms=100)
+        # A long poll timeout: kafka-python 3.0.12 can lose a join that completes after poll()
+        # returned on its timer while a leader's SyncGroup is in flight (the member then never
+        # heartbeats again), so keep poll() from timing out in the middle of a rebalance.
+        recs = c.poll(timeout_ms=1000)
         a = sorted(name(tp.topic, tp.partition) for tp in c.assignment())
         if a != last:
             out(ev="assign", parts=a)
@@ -217,7 +237,7 @@ class Worker:
                 self.proc.wait()
 
     def describe(self):
-        err = self.stderr_path.read_text(errors="replace")[-1500:] if self.stderr_path.exists() else ""
+        err = self.stderr_path.read_text(errors="replace")[-4000:] if self.stderr_path.exists() else ""
         return (f"worker {self.name} ({self.kind}) rc={self.proc.poll()} assignment={self.assignment} "
                 f"records={len(self.records())} last events={self.evs()[-5:]} stderr tail={err!r}")
 
