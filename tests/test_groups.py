@@ -382,8 +382,12 @@ def test_quickstart_group_consumer_prints_hello_world(broker, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("when", ["idle", "midstream"])
 @pytest.mark.parametrize("kind", ["kp", "ck"], ids=["kafka-python", "confluent-kafka"])
-def test_three_consumers_split_and_survive_a_killed_member(broker_factory, topic, tmp_path, workers, kind):
+def test_three_consumers_split_and_survive_a_killed_member(broker_factory, topic, tmp_path, workers, kind, when):
+    """idle: the member is killed after committing everything it consumed, so every record is
+    consumed exactly once overall. midstream: it is killed as soon as it has consumed a record of
+    a second wave, so records after its last commit may be consumed again by the new owner."""
     session_ms = 4000
     b = broker_factory(settings=GROUP_SETTINGS)
     create_topic(b, topic, 6)
@@ -419,12 +423,17 @@ def test_three_consumers_split_and_survive_a_killed_member(broker_factory, topic
     # Phase 2: SIGKILL one member (no LeaveGroup), produce more.
     victim, survivors = ws[0], ws[1:]
     victim_parts = split[victim.name]
-    victim_commits = victim.committed()
-    victim_records = len(victim.records())
+    n2 = 300
+    reports2 = []
+    if when == "midstream":
+        reports2 += produce_keyed(b, topic, n1, n2 // 2)
+        wait_until(lambda: any(int(r["v"][1:]) >= n1 for r in victim.records()), timeout=20,
+                   interval=0.005, msg="the member consumed a record of the second wave")
     t_kill = time.monotonic()
     victim.kill()
-    n2 = 300
-    reports2 = produce_keyed(b, topic, n1, n2)
+    victim_commits = victim.committed()
+    victim_records = len(victim.records())
+    reports2 += produce_keyed(b, topic, n1 + len(reports2), n2 - len(reports2))
 
     stable_split(survivors, parts, sizes=[3, 3], timeout=session_ms / 1000 + 30)
     takeover = time.monotonic() - t_kill
@@ -448,12 +457,19 @@ def test_three_consumers_split_and_survive_a_killed_member(broker_factory, topic
         # Duplicates only for the dead member's records after its last commit.
         for o in {o for o in offsets if offsets.count(o) > 1}:
             assert p in victim_parts and o >= victim_commits.get(p, 0), f"{p} offset {o} consumed twice"
-    # The new owners of the dead member's partitions resumed at its committed offsets.
+    # The new owners of the dead member's partitions resumed at its committed offsets: not before
+    # its last acknowledged commit, not after the last record it consumed.
     for p in victim_parts:
         after = [r["o"] for w in survivors for r in w.records() if r["p"] == p]
         assert after, f"nobody consumed {p} after the kill"
-        assert min(after) == victim_commits.get(p, 0), (
-            f"{p}: new owner started at {min(after)}, the dead member had committed {victim_commits.get(p)}")
+        victim_end = max([r["o"] + 1 for r in victim.records() if r["p"] == p], default=0)
+        if when == "idle":
+            assert min(after) == victim_commits.get(p, 0), (
+                f"{p}: new owner started at {min(after)}, the dead member had committed {victim_commits.get(p)}")
+        else:
+            assert victim_commits.get(p, 0) <= min(after) <= victim_end, (
+                f"{p}: new owner started at {min(after)}; the dead member had committed {victim_commits.get(p)} "
+                f"and consumed up to {victim_end}")
     all_vals = set(consumed_values(ws))
     assert all_vals == {f"v{i}" for i in range(n1 + n2)}
 
@@ -572,6 +588,78 @@ def test_active_member_state_survives_kill9(broker_factory, topic):
             [(topic, 0), (topic, 1)]
     finally:
         c.close()
+
+
+def test_describe_group_members_and_lag(broker_factory, topic):
+    b = broker_factory(settings=GROUP_SETTINGS)
+    create_topic(b, topic, 2)
+    produce_confluent(b.bootstrap, topic, [{"value": b"x", "partition": i % 2} for i in range(30)])
+    group = uid()
+    c = group_consumer(b, group, **{"client.id": "lag-checker"})
+    c.subscribe([topic])
+    try:
+        got = consume_n(c, 30)
+        # Commit 10 of 15 on partition 0 and 5 of 15 on partition 1: lag 5 and 10.
+        res = c.commit(offsets=[TopicPartition(topic, 0, 10), TopicPartition(topic, 1, 5)], asynchronous=False)
+        assert all(r.error is None for r in res), res
+        assert len(got) == 30
+        desc = b.admin().describe_consumer_groups([group])[group].result(timeout=20)
+        assert desc.state.name == "STABLE" and desc.partition_assignor == "range"
+        assert len(desc.members) == 1
+        m = desc.members[0]
+        assert m.client_id == "lag-checker"
+        assert "127.0.0.1" in m.host, m.host
+        assert sorted(tp.partition for tp in m.assignment.topic_partitions) == [0, 1]
+        committed = {k[1]: v[0] for k, v in group_offsets(b, group).items()}
+        from confluent_kafka.admin import OffsetSpec
+        ends = b.admin().list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(2)})
+        end = {tp.partition: f.result(timeout=20).offset for tp, f in ends.items()}
+        assert {p: end[p] - committed[p] for p in range(2)} == {0: 5, 1: 10}
+        # kafka-python's admin sees the same group (DescribeGroups through another client).
+        from kafka.admin import KafkaAdminClient
+        ka = KafkaAdminClient(bootstrap_servers=b.bootstrap, request_timeout_ms=20000)
+        try:
+            d = ka.describe_groups([group])[group]
+            assert d["group_state"] == "Stable" and d["protocol_type"] == "consumer", d
+            assert d.get("protocol_data", d.get("protocol")) == "range", d
+            assert [mm["client_id"] for mm in d["members"]] == ["lag-checker"]
+        finally:
+            ka.close()
+    finally:
+        c.close()
+
+
+def test_admin_removes_static_members(broker_factory, topic, tmp_path, workers):
+    """LeaveGroup v3+ with several members by group.instance.id (kafka-python's
+    remove_group_members): the removed members are gone at once, without a session timeout."""
+    b = broker_factory(settings=GROUP_SETTINGS)
+    create_topic(b, topic, 3)
+    group = uid()
+    ws = [Worker("ck", b.bootstrap, [topic], group, tmp_path, session_ms=30000, instance=f"inst-{i}") for i in range(3)]
+    workers.extend(ws)
+    stable_split(ws, [f"{topic}:{p}" for p in range(3)], sizes=[1, 1, 1])
+    ws[1].kill()
+    ws[2].kill()
+    from kafka.admin import KafkaAdminClient, MemberToRemove
+    from kafka.errors import NoError, UnknownMemberIdError
+
+    ka = KafkaAdminClient(bootstrap_servers=b.bootstrap, request_timeout_ms=20000)
+    try:
+        t0 = time.monotonic()
+        res = ka.remove_group_members(group, [MemberToRemove(group_instance_id="inst-1"),
+                                              MemberToRemove(group_instance_id="inst-2"),
+                                              MemberToRemove(group_instance_id="nobody")])
+        # Keyed by member id (or the instance id when the broker echoes no member id).
+        assert sorted(v.__name__ for v in res.values()) == ["NoError", "NoError", "UnknownMemberIdError"], res
+        assert res.get("nobody") is UnknownMemberIdError, res
+        assert NoError in res.values()
+    finally:
+        ka.close()
+    # The remaining member gets every partition well before the 30 s session timeout.
+    stable_split(ws[:1], [f"{topic}:{p}" for p in range(3)], timeout=20)
+    assert time.monotonic() - t0 < 20
+    desc = b.admin().describe_consumer_groups([group])[group].result(timeout=20)
+    assert [m.group_instance_id for m in desc.members] == ["inst-0"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -319,15 +319,18 @@ def test_producer_state_survives_restart(broker, topic, clean):
         # A gap: OUT_OF_ORDER_SEQUENCE_NUMBER.
         res = c.produce(topic, 0, batch(pid, epoch, 25, [b"gap"]))
         assert res["error_code"] == OUT_OF_ORDER_SEQUENCE_NUMBER, res
-        # An older epoch is fenced.
-        if epoch > 0:
-            res = c.produce(topic, 0, batch(pid, epoch - 1, 18, [b"old"]))
-            assert res["error_code"] == INVALID_PRODUCER_EPOCH, res
         # The next sequence is appended at the end.
         res = c.produce(topic, 0, batch(pid, epoch, 18, [b"6-0"]))
         assert (res["error_code"], res["base_offset"]) == (0, 18), res
+        # A newer epoch must start at sequence 0; once it has written, the old epoch is fenced.
+        res = c.produce(topic, 0, batch(pid, epoch + 1, 5, [b"new-epoch-bad-seq"]))
+        assert res["error_code"] == OUT_OF_ORDER_SEQUENCE_NUMBER, res
+        res = c.produce(topic, 0, batch(pid, epoch + 1, 0, [b"7-0"]))
+        assert (res["error_code"], res["base_offset"]) == (0, 19), res
+        res = c.produce(topic, 0, batch(pid, epoch, 19, [b"old-epoch"]))
+        assert res["error_code"] == INVALID_PRODUCER_EPOCH, res
         values = [r["value"] for bt in c.fetch_all(topic, 0) for r in bt.records]
-        assert values == [f"{k}-{j}".encode() for k in range(6) for j in range(3)] + [b"6-0"]
+        assert values == [f"{k}-{j}".encode() for k in range(6) for j in range(3)] + [b"6-0", b"7-0"]
         # Producer ids never repeat across restarts.
         err, pid2, _ = init_producer_id(c)
         assert err == 0 and pid2 >= 0 and pid2 != pid, (pid, pid2)
