@@ -999,3 +999,126 @@ def test_wire_leave_and_rejoin_bumps_generation(wire_broker):
         err, groups = c.list_groups()
         assert err == 0 and (g, "consumer") in groups, groups
         alive_check(b, c)
+
+
+def test_wire_old_group_api_versions(wire_broker, topic):
+    """The oldest versions of the group APIs (JoinGroup v0 without MEMBER_ID_REQUIRED or
+    rebalance timeout, SyncGroup/Heartbeat/LeaveGroup v0, OffsetCommit v2 with retention time,
+    OffsetFetch v1) still work end to end."""
+    from kafka_wire import array, i16, i32, i64, nbytes, string
+
+    b = wire_broker
+    g = uid()
+    with wire.Conn.to(b.bootstrap) as c:
+        assert c.create_topic(topic, 1)[0] == 0
+        meta = wire.consumer_subscription([topic])
+        r = c.request(wire.JOIN_GROUP, 0, string(g) + i32(6000) + string("") + string("consumer")
+                      + array([string("range") + nbytes(meta)]))
+        err, gen, proto, leader, member = r.i16(), r.i32(), r.string(), r.string(), r.string()
+        members = r.array(lambda rr: (rr.string(), rr.nbytes()))
+        assert (err, proto) == (0, "range") and gen >= 1 and leader == member and member
+        assert members == [(member, meta)]
+        assignment = i16(0) + array([string(topic) + array([i32(0)])]) + nbytes(None)
+        r = c.request(wire.SYNC_GROUP, 0, string(g) + i32(gen) + string(member)
+                      + array([string(member) + nbytes(assignment)]))
+        assert (r.i16(), r.nbytes()) == (0, assignment)
+        r = c.request(wire.HEARTBEAT, 0, string(g) + i32(gen) + string(member))
+        assert r.i16() == 0
+        r = c.request(wire.OFFSET_COMMIT, 2, string(g) + i32(gen) + string(member) + i64(-1)
+                      + array([string(topic) + array([i32(0) + i64(42) + string("old")])]))
+        assert r.array(lambda rr: (rr.string(), rr.array(lambda x: (x.i32(), x.i16())))) == [(topic, [(0, 0)])]
+        r = c.request(wire.OFFSET_FETCH, 1, string(g) + array([string(topic) + array([i32(0)])]))
+        got = r.array(lambda rr: (rr.string(), rr.array(lambda x: (x.i32(), x.i64(), x.string(), x.i16()))))
+        assert got == [(topic, [(0, 42, "old", 0)])]
+        r = c.request(wire.LEAVE_GROUP, 0, string(g) + string(member))
+        assert r.i16() == 0
+        r = c.request(wire.HEARTBEAT, 0, string(g) + i32(gen) + string(member))
+        assert r.i16() == UNKNOWN_MEMBER_ID
+        # The offsets stay with the now empty group.
+        assert c.offset_fetch(g, [(topic, 0)]) == {(topic, 0): (42, "old", 0)}
+        alive_check(b, c)
+
+
+def test_wire_find_coordinator_batched_keys(wire_broker):
+    """FindCoordinator v4 (flexible) with several group keys in one request."""
+    from kafka_wire import EMPTY_TAGS, compact_array, compact_string, i8
+
+    b = wire_broker
+    keys = [uid(), uid(), uid()]
+    with wire.Conn.to(b.bootstrap) as c:
+        body = i8(0) + compact_array([compact_string(k) for k in keys]) + EMPTY_TAGS
+        r = c.request(wire.FIND_COORDINATOR, 4, body, flexible_header=True)
+        r.tags()  # response header v1
+        r.i32()  # throttle
+
+        def coord(rr):
+            out = (rr.compact_string(), rr.i32(), rr.compact_string(), rr.i32(), rr.i16(), rr.compact_string())
+            rr.tags()
+            return out
+
+        got = r.compact_array(coord)
+        assert sorted(k for k, *_ in got) == sorted(keys)
+        for key, node, host, port, err, _msg in got:
+            assert (node, host, port, err) == (0, "127.0.0.1", b.port, 0), (key, node, host, port, err)
+        # v0 (one key, non-flexible) answers the same coordinator.
+        r = c.request(wire.FIND_COORDINATOR, 0, wire.string(keys[0]))
+        assert (r.i16(), r.i32(), r.string(), r.i32()) == (0, 0, "127.0.0.1", b.port)
+        alive_check(b, c)
+
+
+def test_readme_contains_the_group_consumer_verbatim():
+    from conftest import ROOT
+
+    assert QUICKSTART_CONSUMER in (ROOT / "README.md").read_text(), \
+        "README.md does not contain the issue's group consumer snippet verbatim"
+
+
+def test_wire_rebalance_timeout_removes_member_that_does_not_rejoin(wire_broker):
+    """A stable member that keeps heartbeating but does not rejoin a rebalance is dropped after its
+    rebalance timeout; the joining member then completes the join alone."""
+    b = wire_broker
+    g = uid()
+    with wire.Conn.to(b.bootstrap) as a, wire.Conn.to(b.bootstrap, timeout=30) as bc:
+        ja = a.join_group(g, session_ms=30000, rebalance_ms=2000)
+        ja = a.join_group(g, session_ms=30000, rebalance_ms=2000, member_id=ja["member_id"])
+        assert ja["error_code"] == 0, ja
+        assert a.sync_group(g, ja["generation_id"], ja["member_id"], [(ja["member_id"], b"")])["error_code"] == 0
+        first = bc.join_group(g, session_ms=30000, rebalance_ms=2000)
+        assert first["error_code"] == MEMBER_ID_REQUIRED
+        result = {}
+
+        def join_b():
+            t0 = time.monotonic()
+            result["resp"] = bc.join_group(g, session_ms=30000, rebalance_ms=2000, member_id=first["member_id"])
+            result["took"] = time.monotonic() - t0
+
+        t = threading.Thread(target=join_b, daemon=True)
+        t.start()
+        # The stable member learns about the rebalance from its heartbeat, and ignores it.
+        wait_until(lambda: a.heartbeat(g, ja["generation_id"], ja["member_id"]) == REBALANCE_IN_PROGRESS,
+                   timeout=10, interval=0.1, msg="REBALANCE_IN_PROGRESS on heartbeat")
+        t.join(timeout=25)
+        assert not t.is_alive(), "JoinGroup never completed"
+        jb = result["resp"]
+        assert jb["error_code"] == 0, jb
+        assert jb["leader"] == jb["member_id"] == first["member_id"]
+        assert [m for m, _, _ in jb["members"]] == [jb["member_id"]]
+        assert jb["generation_id"] > ja["generation_id"]
+        assert result["took"] >= 1.0, f"the join did not wait for the other member ({result['took']:.2f}s)"
+        assert a.heartbeat(g, ja["generation_id"], ja["member_id"]) == UNKNOWN_MEMBER_ID
+        alive_check(b, a)
+
+
+def test_wire_session_timeout_expires_silent_member(wire_broker):
+    b = wire_broker  # group.min.session.timeout.ms=1000
+    g = uid()
+    with wire.Conn.to(b.bootstrap) as c:
+        j = join_member(c, g, session_ms=1000)
+        assert c.sync_group(g, j["generation_id"], j["member_id"], [(j["member_id"], b"")])["error_code"] == 0
+        t0 = time.monotonic()
+        # Watch the group without touching the member (a heartbeat would keep it alive).
+        wait_until(lambda: b.admin().describe_consumer_groups([g])[g].result(timeout=10).state.name == "EMPTY",
+                   timeout=15, interval=0.2, msg="the silent member expired")
+        assert time.monotonic() - t0 >= 0.8
+        assert c.heartbeat(g, j["generation_id"], j["member_id"]) == UNKNOWN_MEMBER_ID
+        alive_check(b, c)
