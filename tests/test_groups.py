@@ -1122,3 +1122,37 @@ def test_wire_session_timeout_expires_silent_member(wire_broker):
         assert time.monotonic() - t0 >= 0.8
         assert c.heartbeat(g, j["generation_id"], j["member_id"]) == UNKNOWN_MEMBER_ID
         alive_check(b, c)
+
+
+def test_offsets_topic_is_internal_compacted_and_protected(broker_factory, topic):
+    b = broker_factory(settings=GROUP_SETTINGS)
+    create_topic(b, topic, 1)
+    g = uid()
+    with wire.Conn.to(b.bootstrap) as c:
+        assert c.offset_commit(g, {(topic, 0): (3, None)}) == {(topic, 0): 0}
+    assert b.topics().get("__consumer_offsets") == list(range(5))
+    from confluent_kafka.admin import ConfigResource
+
+    res = ConfigResource("topic", "__consumer_offsets")
+    cfg = b.admin().describe_configs([res])[res].result(timeout=20)
+    assert cfg["cleanup.policy"].value == "compact"
+    from kafka.admin import KafkaAdminClient
+
+    ka = KafkaAdminClient(bootstrap_servers=b.bootstrap, request_timeout_ms=20000)
+    try:
+        desc = ka.describe_topics(["__consumer_offsets"])
+        assert desc[0]["is_internal"] is True, desc[0]
+    finally:
+        ka.close()
+    # Clients cannot write to it or delete it.
+    with wire.Conn.to(b.bootstrap) as c:
+        res = c.produce("__consumer_offsets", 0, wire.record_batch([wire.Record(b"junk", key=b"junk")]))
+        assert res["error_code"] == wire.INVALID_TOPIC_EXCEPTION, res
+    with pytest.raises(KafkaException):
+        b.admin().delete_topics(["__consumer_offsets"], operation_timeout=10)["__consumer_offsets"].result(timeout=20)
+    assert b.topics().get("__consumer_offsets") == list(range(5))
+    assert group_offsets(b, g) == {(topic, 0): (3, "")} or \
+        {k: v[0] for k, v in group_offsets(b, g).items()} == {(topic, 0): 3}
+    # The junk write did not break loading the groups: restart and read the offsets again.
+    b.restart(clean=False)
+    assert {k: v[0] for k, v in group_offsets(b, g).items()} == {(topic, 0): 3}
