@@ -251,3 +251,50 @@ def test_bad_compaction_configs_refused(broker, topic, bad):
     with pytest.raises(KafkaException) as ei:
         create_topic(broker, topic, bad)
     assert ei.value.args[0].code() in (KafkaError.INVALID_CONFIG, KafkaError.POLICY_VIOLATION), ei.value
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_compressed_idempotent_batches_compacted(broker_factory, topic, codec):
+    """Compressed batches from an idempotent producer are rebuilt by the cleaner (same codec,
+    producer fields): librdkafka reads the latest value per key afterwards, and the same producer
+    keeps writing to the partition after cleaning."""
+    b = broker_factory(settings=CLEANER_SETTINGS)
+    create_topic(b, topic, COMPACT_CONFIG)
+    p = Producer(rdkafka_conf({"bootstrap.servers": b.bootstrap, "linger.ms": 0, "batch.num.messages": 8,
+                               "enable.idempotence": True, "compression.type": codec}))
+    errors = []
+    sent = []
+
+    def send(k, v):
+        p.produce(topic, key=k, value=v, partition=0, on_delivery=lambda err, msg: err and errors.append(err))
+        sent.append((k, v))
+        p.poll(0)
+
+    for r in range(150):
+        for k in KEYS:
+            send(k, f"{k.decode()}-{r}-{'x' * 20}".encode())
+    assert p.flush(60) == 0 and not errors, errors[:5]
+    want = latest(sent)
+    size_before = log_bytes(b, topic)
+
+    def compacted():
+        got = consume_all_confluent(b, topic)
+        return len(got) < len(sent) // 5 and got
+
+    got = wait_until(compacted, timeout=45, interval=0.3, msg="the compressed log compacted")
+    assert latest((k, v) for _, k, v in got) == want
+    assert got[-1][0] == len(sent) - 1
+    assert log_bytes(b, topic) < size_before
+    # The stored batches keep their codec and producer id.
+    with wire.Conn.to(b.bootstrap) as c:
+        batches = c.fetch_all(topic, 0)
+    assert {bt.compression for bt in batches} == {{"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}[codec]}
+    assert all(bt.crc_ok for bt in batches)
+    assert len({bt.producer_id for bt in batches}) == 1 and batches[0].producer_id >= 0
+    # The same idempotent producer goes on writing after the cleaning.
+    for k in KEYS:
+        send(k, b"final-" + k)
+    assert p.flush(30) == 0 and not errors, errors[:5]
+    got = wait_until(lambda: (lambda g: g[-1][0] == len(sent) - 1 and g)(consume_all_confluent(b, topic)),
+                     timeout=30, msg="the final values")
+    assert latest((k, v) for _, k, v in got) == {k: b"final-" + k for k in KEYS}

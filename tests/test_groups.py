@@ -1156,3 +1156,34 @@ def test_offsets_topic_is_internal_compacted_and_protected(broker_factory, topic
     # The junk write did not break loading the groups: restart and read the offsets again.
     b.restart(clean=False)
     assert {k: v[0] for k, v in group_offsets(b, g).items()} == {(topic, 0): 3}
+
+
+@pytest.mark.parametrize("kind", ["kp", "ck"], ids=["kafka-python", "confluent-kafka"])
+def test_added_partitions_are_assigned(broker_factory, topic, tmp_path, workers, kind):
+    """CreatePartitions on a subscribed topic: the leader notices on its metadata refresh (5 s in
+    the workers), the group rebalances and the new partitions are consumed."""
+    b = broker_factory(settings=GROUP_SETTINGS)
+    create_topic(b, topic, 2)
+    group = uid()
+    ws = start_workers(workers, 2, kind, b.bootstrap, [topic], group, tmp_path)
+    stable_split(ws, [f"{topic}:{p}" for p in range(2)], sizes=[1, 1])
+    from confluent_kafka.admin import NewPartitions
+
+    b.admin().create_partitions([NewPartitions(topic, 4)])[topic].result(timeout=20)
+    stable_split(ws, [f"{topic}:{p}" for p in range(4)], sizes=[2, 2], timeout=40)
+    produce_confluent(b.bootstrap, topic, [{"value": f"n{i}".encode(), "partition": i % 4} for i in range(40)])
+    wait_all_consumed(ws, [f"n{i}" for i in range(40)])
+    assert sorted(consumed_values(ws)) == sorted(f"n{i}" for i in range(40))
+
+
+def test_wire_commit_unknown_partition_and_fetch_unknown_group(wire_broker, topic):
+    b = wire_broker
+    with wire.Conn.to(b.bootstrap) as c:
+        assert c.create_topic(topic, 1)[0] == 0
+        g = uid()
+        res = c.offset_commit(g, {(topic, 0): (1, None), (topic, 7): (1, None), (topic + "-nope", 0): (1, None)})
+        assert res == {(topic, 0): 0, (topic, 7): 3, (topic + "-nope", 0): 3}, res
+        assert c.offset_fetch(uid(), [(topic, 0)]) == {(topic, 0): (-1, None, 0)} or \
+            c.offset_fetch(uid(), [(topic, 0)]) == {(topic, 0): (-1, "", 0)}
+        assert c.offset_fetch(g) == {(topic, 0): (1, None, 0)} or c.offset_fetch(g) == {(topic, 0): (1, "", 0)}
+        alive_check(b, c)
