@@ -64,3 +64,24 @@ def test_partitions_gauge(broker, topic):
     wait_until(lambda: broker.metric("sluice_partitions") == before + 4, 10, 0.1, "partitions gauge +4")
     a.delete_topics([topic])[topic].result(30)
     wait_until(lambda: broker.metric("sluice_partitions") == before, 10, 0.1, "partitions gauge back")
+
+
+def test_consumer_group_gauges(broker, topic):
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import NewTopic
+
+    broker.admin().create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+    assert broker.metric("sluice_consumer_groups") == 0
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"g-{topic}", "session.timeout.ms": 6000})
+    try:
+        c.subscribe([topic])
+
+        def joined():
+            c.poll(0.1)
+            return broker.metric("sluice_consumer_group_members") == 1
+
+        wait_until(joined, 30, 0.05, "one group member in the gauges")
+        assert broker.metric("sluice_consumer_groups") == 1
+    finally:
+        c.close()
+    wait_until(lambda: broker.metric("sluice_consumer_group_members") == 0, 10, 0.1, "member gone after close")

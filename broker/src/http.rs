@@ -46,6 +46,9 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     m.partitions.set(partitions.len() as i64);
     m.log_size_bytes
         .set(partitions.iter().map(|p| p.log().size_bytes() as i64).sum());
+    let (groups, members) = broker.groups.counts();
+    m.groups.set(groups as i64);
+    m.group_members.set(members as i64);
     m.segments.set(
         partitions
             .iter()

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub partitions: Gauge,
     pub log_size_bytes: Gauge<i64, AtomicI64>,
     pub segments: Gauge,
+    pub groups: Gauge,
+    pub group_members: Gauge,
 }
 
 impl Default for Metrics {
@@ -56,6 +58,8 @@ impl Metrics {
             partitions: Gauge::default(),
             log_size_bytes: Gauge::default(),
             segments: Gauge::default(),
+            groups: Gauge::default(),
+            group_members: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Requests handled, by API", requests);
@@ -100,6 +104,16 @@ impl Metrics {
             m.log_size_bytes.clone(),
         );
         registry.register("log_segments", "Log segments on disk", m.segments.clone());
+        registry.register(
+            "consumer_groups",
+            "Consumer groups known to the coordinator",
+            m.groups.clone(),
+        );
+        registry.register(
+            "consumer_group_members",
+            "Members of all consumer groups",
+            m.group_members.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -330,6 +330,15 @@ impl GroupCoordinator {
         })
     }
 
+    /// `(groups, members)` for metrics.
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (
+            state.groups.len(),
+            state.groups.values().map(|g| g.members.len()).sum(),
+        )
+    }
+
     /// `(group id, protocol type, state)` of every group.
     pub fn list_groups(&self) -> Vec<(String, String, &'static str)> {
         let state = self.lock();
