@@ -258,15 +258,7 @@ async fn offsets_survive_restart_and_internal_topic_is_protected() {
         Some(ResponseError::InvalidTopicException)
     );
 
-    let TestBroker { running, dir } = broker;
-    let mut config = running.broker.config.as_ref().clone();
-    running.shutdown().await;
-    config.listener = "127.0.0.1:0".parse().unwrap();
-    config.http_listener = "127.0.0.1:0".parse().unwrap();
-    let broker = TestBroker {
-        running: sluice_broker::server::start(config).await.unwrap(),
-        dir,
-    };
+    let broker = broker.restart().await;
     let client = broker.client().await;
     let conn = client.any_connection().await.unwrap();
     assert_eq!(fetched_offset(&conn, "simple", "t").await, 42);

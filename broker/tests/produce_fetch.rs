@@ -134,13 +134,7 @@ async fn duplicates_are_still_detected_after_a_restart() {
         .produce_raw("idem2", 0, batch(7, 0, 1, &["b"]), -1)
         .await
         .unwrap();
-    let TestBroker { running, dir } = broker;
-    let mut config = running.broker.config.as_ref().clone();
-    running.shutdown().await;
-    config.listener = "127.0.0.1:0".parse().unwrap();
-    config.http_listener = "127.0.0.1:0".parse().unwrap();
-    let running = sluice_broker::server::start(config).await.unwrap();
-    let broker = TestBroker { running, dir };
+    let broker = broker.restart().await;
     let client = broker.client().await;
     assert_eq!(
         client
@@ -316,15 +310,7 @@ async fn topics_and_configs_survive_restart_and_bad_names_are_refused() {
         .await
         .unwrap();
 
-    let TestBroker { running, dir } = broker;
-    let mut config = running.broker.config.as_ref().clone();
-    running.shutdown().await;
-    config.listener = "127.0.0.1:0".parse().unwrap();
-    config.http_listener = "127.0.0.1:0".parse().unwrap();
-    let broker = TestBroker {
-        running: sluice_broker::server::start(config).await.unwrap(),
-        dir,
-    };
+    let broker = broker.restart().await;
     let client = broker.client().await;
     let md = client.metadata(Some(&["kept"])).await.unwrap();
     assert_eq!(md.topics["kept"].partitions.len(), 3);

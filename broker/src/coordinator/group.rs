@@ -337,6 +337,15 @@ impl Group {
         None
     }
 
+    /// The group's rebalance timeout: the longest any member asked for.
+    fn rebalance_timeout(&self) -> Duration {
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Starts a rebalance: members must rejoin within the rebalance timeout.
     fn prepare_rebalance(&mut self, now: Instant) {
         // Members waiting for their assignment will not get one from this generation.
@@ -345,12 +354,7 @@ impl Group {
                 let _ = w.send(SyncResult::error(ResponseError::RebalanceInProgress));
             }
         }
-        let rebalance_timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or_default();
+        let rebalance_timeout = self.rebalance_timeout();
         let delay = if self.state == GroupState::Empty {
             self.initial_delay.min(rebalance_timeout)
         } else {
@@ -487,12 +491,7 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = GroupState::CompletingRebalance;
-        let rebalance_timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or_default();
+        let rebalance_timeout = self.rebalance_timeout();
         self.sync_deadline = Some(now + rebalance_timeout);
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {

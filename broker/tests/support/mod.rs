@@ -28,6 +28,17 @@ impl TestBroker {
         TestBroker { running, dir }
     }
 
+    /// Clean shutdown and start again on the same data directory (new free ports).
+    pub async fn restart(self) -> TestBroker {
+        let TestBroker { running, dir } = self;
+        let mut config = running.broker.config.as_ref().clone();
+        running.shutdown().await;
+        config.listener = "127.0.0.1:0".parse().unwrap();
+        config.http_listener = "127.0.0.1:0".parse().unwrap();
+        let running = server::start(config).await.expect("broker restarts");
+        TestBroker { running, dir }
+    }
+
     pub fn addr(&self) -> String {
         self.running.kafka_addr.to_string()
     }
