@@ -271,3 +271,53 @@ async fn offsets_survive_restart_and_internal_topic_is_protected() {
         .iter()
         .any(|g| g.group_id.0.as_str() == "simple"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_that_cannot_be_stored_is_refused_and_rebalanced() {
+    let broker = TestBroker::start_with(|c| {
+        c.group_initial_rebalance_delay = Duration::ZERO;
+        c.offsets_topic_num_partitions = 3;
+        c.message_max_bytes = 2048; // also the offsets topic's batch limit
+    })
+    .await;
+    let client = broker.client().await;
+    let conn = client.any_connection().await.unwrap();
+    let m = member_id(&conn, "big").await;
+    let joined = conn.send_version(join("big", &m), 5).await.unwrap();
+    assert_eq!(joined.generation_id, 1);
+    let sync = |assignment: Bytes, generation: i32| {
+        SyncGroupRequest::default()
+            .with_group_id(GroupId(s("big")))
+            .with_generation_id(generation)
+            .with_member_id(s(&m))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(s(&m))
+                .with_assignment(assignment)])
+    };
+    let oversized = conn
+        .send_version(sync(Bytes::from(vec![7u8; 4096]), 1), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        err(oversized.error_code),
+        Some(ResponseError::UnknownServerError)
+    );
+    let hb = HeartbeatRequest::default()
+        .with_group_id(GroupId(s("big")))
+        .with_generation_id(1)
+        .with_member_id(s(&m));
+    assert_eq!(
+        err(conn.send_version(hb, 3).await.unwrap().error_code),
+        Some(ResponseError::RebalanceInProgress)
+    );
+    let rejoined = conn.send_version(join("big", &m), 5).await.unwrap();
+    assert_eq!(rejoined.generation_id, 2);
+    let ok = conn
+        .send_version(sync(Bytes::from_static(b"small"), 2), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ok.error_code, ok.assignment),
+        (0, Bytes::from_static(b"small"))
+    );
+}

@@ -337,6 +337,14 @@ impl Group {
         None
     }
 
+    /// Abandons the generation being formed and starts another rebalance (its metadata could
+    /// not be stored).
+    pub fn rebalance(&mut self, now: Instant) {
+        if !self.members.is_empty() {
+            self.prepare_rebalance(now);
+        }
+    }
+
     /// The group's rebalance timeout: the longest any member asked for.
     fn rebalance_timeout(&self) -> Duration {
         self.members

@@ -163,20 +163,49 @@ impl GroupCoordinator {
         assignments: Vec<(String, bytes::Bytes)>,
     ) -> oneshot::Receiver<SyncResult> {
         let mut state = self.lock();
-        let rx = match (
-            self.check_group_id(group_id),
-            state.groups.get_mut(group_id),
-        ) {
-            (Err(e), _) => refused_sync(e),
-            (Ok(()), None) => refused_sync(ResponseError::UnknownMemberId),
-            (Ok(()), Some(group)) => group.sync(
-                member_id,
-                instance_id,
-                generation,
-                assignments,
-                Instant::now(),
-            ),
+        if let Err(e) = self.check_group_id(group_id) {
+            return refused_sync(e);
+        }
+        let now = Instant::now();
+        let Some(group) = state.groups.get_mut(group_id) else {
+            return refused_sync(ResponseError::UnknownMemberId);
         };
+        group.poll(now);
+        // The leader's assignments settle the generation: store it first, and if that fails
+        // answer with an error and rebalance again, as Kafka does, rather than run a
+        // generation that would not survive a restart.
+        let settles = group.state == GroupState::CompletingRebalance
+            && group.leader.as_deref() == Some(member_id)
+            && group
+                .check_member(member_id, instance_id, generation)
+                .is_ok();
+        if settles {
+            let mut stored = group.to_stored();
+            for m in &mut stored.members {
+                m.assignment = assignments
+                    .iter()
+                    .find(|(id, _)| *id == m.member_id)
+                    .map(|(_, a)| a.to_vec())
+                    .unwrap_or_default();
+            }
+            let record = OffsetsRecord::Group {
+                group: group_id.to_string(),
+                value: Some(stored),
+            };
+            if let Err(e) = self.write(group_id, std::slice::from_ref(&record)) {
+                group.rebalance(now);
+                return refused_sync(match e {
+                    ResponseError::InvalidCommitOffsetSize => ResponseError::UnknownServerError,
+                    other => other,
+                });
+            }
+            apply(&mut state, record);
+        }
+        let group = state
+            .groups
+            .get_mut(group_id)
+            .expect("looked up above under the same lock");
+        let rx = group.sync(member_id, instance_id, generation, assignments, now);
         self.persist_if_changed(&mut state, group_id);
         rx
     }
