@@ -179,29 +179,18 @@ pub async fn alter_configs(
     let mut response = AlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
-        let outcome = match topic_target(broker, resource.resource_type, &name) {
-            // AlterConfigs replaces the whole set of overrides.
-            Ok(_) => {
-                let configs: BTreeMap<String, String> = resource
-                    .configs
-                    .into_iter()
-                    .filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string())))
-                    .collect();
-                let validate_only = request.validate_only;
-                let topic = name.clone();
-                broker
-                    .control(move |c| c.set_topic_configs(&topic, configs, validate_only))
-                    .await
-            }
-            Err(e) => Err(e),
-        };
+        // AlterConfigs replaces the whole set of overrides.
+        let new = topic_target(broker, resource.resource_type, &name).map(|_| {
+            resource
+                .configs
+                .into_iter()
+                .filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string())))
+                .collect()
+        });
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
+        (r.error_code, r.error_message) = store(broker, name, new, request.validate_only).await;
         r.resource_type = resource.resource_type;
         r.resource_name = resource.resource_name;
-        if let Err(e) = outcome {
-            r.error_code = e.code.code();
-            r.error_message = Some(s(e.message));
-        }
         response.responses.push(r);
     }
     response
@@ -214,29 +203,37 @@ pub async fn incremental_alter_configs(
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
-        let outcome = match topic_target(broker, resource.resource_type, &name) {
-            Ok(current) => match apply_operations(broker, current, &resource.configs) {
-                Ok(configs) => {
-                    let validate_only = request.validate_only;
-                    let topic = name.clone();
-                    broker
-                        .control(move |c| c.set_topic_configs(&topic, configs, validate_only))
-                        .await
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+        let new = topic_target(broker, resource.resource_type, &name)
+            .and_then(|current| apply_operations(broker, current, &resource.configs));
         let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+        (r.error_code, r.error_message) = store(broker, name, new, request.validate_only).await;
         r.resource_type = resource.resource_type;
         r.resource_name = resource.resource_name;
-        if let Err(e) = outcome {
-            r.error_code = e.code.code();
-            r.error_message = Some(s(e.message));
-        }
         response.responses.push(r);
     }
     response
+}
+
+/// Both alter APIs end here: a topic's new overrides stored through the controller, as the
+/// resource's error code and message.
+async fn store(
+    broker: &Arc<Broker>,
+    topic: String,
+    new: Result<BTreeMap<String, String>, ControllerError>,
+    validate_only: bool,
+) -> (i16, Option<StrBytes>) {
+    let outcome = match new {
+        Ok(configs) => {
+            broker
+                .control(move |c| c.set_topic_configs(&topic, configs, validate_only))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => (0, None),
+        Err(e) => (e.code.code(), Some(s(e.message))),
+    }
 }
 
 /// Applies SET / DELETE / APPEND / SUBTRACT to a topic's overrides. Pure.
