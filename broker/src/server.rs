@@ -238,9 +238,13 @@ async fn every_partition(
     }
 }
 
-/// Time-based rolling and retention (`log.retention.check.interval.ms`).
+/// Time-based rolling, retention and a producer-state snapshot
+/// (`log.retention.check.interval.ms`).
 fn roll_and_retain(p: &Partition) {
     let now = now_ms();
+    if let Err(e) = p.snapshot_producer_state() {
+        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "producer state snapshot failed");
+    }
     if let Err(e) = p.log().roll_if_due(now) {
         tracing::error!(topic = %p.topic, partition = p.index, error = %e, "segment roll failed");
     }
