@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::Encodable;
 
 use crate::broker::Broker;
 use crate::protocol::versions::is_supported;
@@ -99,50 +99,54 @@ pub async fn handle(
             return Ok(produce::handle(
                 broker,
                 ctx,
-                body(&frame)?,
+                decode_body(&frame)?,
                 frame.body.len(),
             ))
         }
-        ApiKey::Fetch => return Ok(fetch::handle(broker, ctx, body(&frame)?)),
-        ApiKey::Metadata => {
-            ctx.respond(broker, &metadata::handle(broker, &ctx, body(&frame)?).await)
-        }
-        ApiKey::ListOffsets => {
-            ctx.respond(broker, &list_offsets::handle(broker, &ctx, body(&frame)?))
-        }
+        ApiKey::Fetch => return Ok(fetch::handle(broker, ctx, decode_body(&frame)?)),
+        ApiKey::Metadata => ctx.respond(
+            broker,
+            &metadata::handle(broker, &ctx, decode_body(&frame)?).await,
+        ),
+        ApiKey::ListOffsets => ctx.respond(
+            broker,
+            &list_offsets::handle(broker, &ctx, decode_body(&frame)?),
+        ),
         ApiKey::CreateTopics => ctx.respond(
             broker,
-            &topics::create_topics(broker, &ctx, body(&frame)?).await,
+            &topics::create_topics(broker, &ctx, decode_body(&frame)?).await,
         ),
         ApiKey::DeleteTopics => ctx.respond(
             broker,
-            &topics::delete_topics(broker, &ctx, body(&frame)?).await,
+            &topics::delete_topics(broker, &ctx, decode_body(&frame)?).await,
         ),
         ApiKey::CreatePartitions => ctx.respond(
             broker,
-            &topics::create_partitions(broker, body(&frame)?).await,
+            &topics::create_partitions(broker, decode_body(&frame)?).await,
         ),
         ApiKey::DescribeConfigs => ctx.respond(
             broker,
-            &configs::describe_configs(broker, &ctx, body(&frame)?),
+            &configs::describe_configs(broker, &ctx, decode_body(&frame)?),
         ),
-        ApiKey::AlterConfigs => {
-            ctx.respond(broker, &configs::alter_configs(broker, body(&frame)?).await)
-        }
+        ApiKey::AlterConfigs => ctx.respond(
+            broker,
+            &configs::alter_configs(broker, decode_body(&frame)?).await,
+        ),
         ApiKey::IncrementalAlterConfigs => ctx.respond(
             broker,
-            &configs::incremental_alter_configs(broker, body(&frame)?).await,
+            &configs::incremental_alter_configs(broker, decode_body(&frame)?).await,
         ),
-        ApiKey::DescribeCluster => {
-            ctx.respond(broker, &cluster::describe_cluster(broker, body(&frame)?))
-        }
+        ApiKey::DescribeCluster => ctx.respond(
+            broker,
+            &cluster::describe_cluster(broker, decode_body(&frame)?),
+        ),
         ApiKey::InitProducerId => ctx.respond(
             broker,
-            &producer_id::init_producer_id(broker, body(&frame)?).await,
+            &producer_id::init_producer_id(broker, decode_body(&frame)?).await,
         ),
         ApiKey::FindCoordinator => ctx.respond(
             broker,
-            &groups::find_coordinator(broker, &ctx, body(&frame)?),
+            &groups::find_coordinator(broker, &ctx, decode_body(&frame)?),
         ),
         ApiKey::JoinGroup => {
             let client_id = frame
@@ -151,30 +155,43 @@ pub async fn handle(
                 .as_ref()
                 .map(|c| c.to_string())
                 .unwrap_or_default();
-            return Ok(groups::join_group(broker, ctx, body(&frame)?, client_id));
+            return Ok(groups::join_group(
+                broker,
+                ctx,
+                decode_body(&frame)?,
+                client_id,
+            ));
         }
-        ApiKey::SyncGroup => return Ok(groups::sync_group(broker, ctx, body(&frame)?)),
-        ApiKey::Heartbeat => ctx.respond(broker, &groups::heartbeat(broker, body(&frame)?)),
-        ApiKey::LeaveGroup => {
-            ctx.respond(broker, &groups::leave_group(broker, &ctx, body(&frame)?))
+        ApiKey::SyncGroup => return Ok(groups::sync_group(broker, ctx, decode_body(&frame)?)),
+        ApiKey::Heartbeat => ctx.respond(broker, &groups::heartbeat(broker, decode_body(&frame)?)),
+        ApiKey::LeaveGroup => ctx.respond(
+            broker,
+            &groups::leave_group(broker, &ctx, decode_body(&frame)?),
+        ),
+        ApiKey::ListGroups => {
+            ctx.respond(broker, &groups::list_groups(broker, decode_body(&frame)?))
         }
-        ApiKey::ListGroups => ctx.respond(broker, &groups::list_groups(broker, body(&frame)?)),
-        ApiKey::DescribeGroups => {
-            ctx.respond(broker, &groups::describe_groups(broker, body(&frame)?))
+        ApiKey::DescribeGroups => ctx.respond(
+            broker,
+            &groups::describe_groups(broker, decode_body(&frame)?),
+        ),
+        ApiKey::DeleteGroups => {
+            ctx.respond(broker, &groups::delete_groups(broker, decode_body(&frame)?))
         }
-        ApiKey::DeleteGroups => ctx.respond(broker, &groups::delete_groups(broker, body(&frame)?)),
-        ApiKey::OffsetCommit => return Ok(offsets::offset_commit(broker, ctx, body(&frame)?)),
-        ApiKey::OffsetFetch => {
-            ctx.respond(broker, &offsets::offset_fetch(broker, &ctx, body(&frame)?))
+        ApiKey::OffsetCommit => {
+            return Ok(offsets::offset_commit(broker, ctx, decode_body(&frame)?))
         }
-        ApiKey::OffsetDelete => ctx.respond(broker, &offsets::offset_delete(broker, body(&frame)?)),
+        ApiKey::OffsetFetch => ctx.respond(
+            broker,
+            &offsets::offset_fetch(broker, &ctx, decode_body(&frame)?),
+        ),
+        ApiKey::OffsetDelete => ctx.respond(
+            broker,
+            &offsets::offset_delete(broker, decode_body(&frame)?),
+        ),
         other => unreachable!("{other:?} is advertised in SUPPORTED_APIS but has no handler"),
     };
     Ok(ready(reply))
-}
-
-fn body<T: Decodable>(frame: &RequestFrame) -> Result<T, DecodeError> {
-    decode_body(frame)
 }
 
 fn ready(frame: Option<Bytes>) -> Reply {
