@@ -117,6 +117,40 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// `group.max.size`
     pub group_max_size: usize,
+    /// `advertised.http.listener` (Sluice): the `HOST:PORT` other brokers use to reach this
+    /// broker's HTTP side port (cluster RPC). Defaults to the advertised host with the bound
+    /// HTTP port.
+    pub advertised_http_listener: Option<String>,
+    /// `controller.quorum.bootstrap.servers`: `id@host:httpPort` of the brokers that form the
+    /// cluster the first time; later brokers join through them. Empty: a single-broker cluster.
+    pub quorum_bootstrap_servers: Vec<(i32, String)>,
+    /// `controller.quorum.voter.count` (Sluice): metadata quorum voters picked from live brokers
+    /// (1, 3 or 5).
+    pub quorum_voter_count: usize,
+    /// `controller.quorum.election.timeout.ms`
+    pub quorum_election_timeout: Duration,
+    /// `broker.heartbeat.interval.ms`
+    pub broker_heartbeat_interval: Duration,
+    /// `broker.session.timeout.ms`: a broker whose heartbeats stop this long is fenced.
+    pub broker_session_timeout: Duration,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max: Duration,
+    /// `replica.fetch.max.bytes`: per partition in a follower's fetch.
+    pub replica_fetch_max_bytes: i32,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits for data at the leader.
+    pub replica_fetch_wait_max_ms: i32,
+    /// `replica.fetch.backoff.ms`: pause after a failed follower fetch.
+    pub replica_fetch_backoff: Duration,
+    /// `unclean.leader.election.enable`: default for the topic config.
+    pub unclean_leader_election: bool,
+    /// `auto.leader.rebalance.enable`: move leadership back to preferred replicas.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`
+    pub leader_imbalance_check_interval: Duration,
+    /// `offsets.topic.replication.factor`: capped by the number of bootstrap brokers.
+    pub offsets_topic_replication_factor: i16,
+    /// `controlled.shutdown.timeout.ms` (Sluice): how long SIGTERM waits for leadership to move.
+    pub controlled_shutdown_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -160,6 +194,21 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: 1000,
+            advertised_http_listener: None,
+            quorum_bootstrap_servers: Vec::new(),
+            quorum_voter_count: 3,
+            quorum_election_timeout: Duration::from_millis(1000),
+            broker_heartbeat_interval: Duration::from_millis(250),
+            broker_session_timeout: Duration::from_millis(1500),
+            replica_lag_time_max: Duration::from_millis(10_000),
+            replica_fetch_max_bytes: 1_048_576,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff: Duration::from_millis(100),
+            unclean_leader_election: false,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval: Duration::from_secs(30),
+            offsets_topic_replication_factor: 3,
+            controlled_shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -209,6 +258,21 @@ pub const KNOWN_KEYS: &[&str] = &[
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
     "group.max.size",
+    "advertised.http.listener",
+    "controller.quorum.bootstrap.servers",
+    "controller.quorum.voter.count",
+    "controller.quorum.election.timeout.ms",
+    "broker.heartbeat.interval.ms",
+    "broker.session.timeout.ms",
+    "replica.lag.time.max.ms",
+    "replica.fetch.max.bytes",
+    "replica.fetch.wait.max.ms",
+    "replica.fetch.backoff.ms",
+    "unclean.leader.election.enable",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
+    "offsets.topic.replication.factor",
+    "controlled.shutdown.timeout.ms",
 ];
 
 impl BrokerConfig {
@@ -339,6 +403,55 @@ impl BrokerConfig {
                 self.group_max_session_timeout_ms = parse_positive(key, value)?
             }
             "group.max.size" => self.group_max_size = parse_positive(key, value)?,
+            "advertised.http.listener" => {
+                let addr = strip_scheme(value);
+                if addr.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+                    return Err(invalid(key, value, "expected HOST:PORT"));
+                }
+                self.advertised_http_listener = Some(addr.to_string());
+            }
+            "controller.quorum.bootstrap.servers" => {
+                self.quorum_bootstrap_servers = parse_bootstrap_servers(value)
+                    .map_err(|reason| invalid(key, value, &reason))?
+            }
+            "controller.quorum.voter.count" => {
+                self.quorum_voter_count = match parse(key, value)? {
+                    n @ (1 | 3 | 5) => n,
+                    _ => return Err(invalid(key, value, "must be 1, 3 or 5")),
+                }
+            }
+            "controller.quorum.election.timeout.ms" => {
+                self.quorum_election_timeout = Duration::from_millis(parse_positive(key, value)?)
+            }
+            "broker.heartbeat.interval.ms" => {
+                self.broker_heartbeat_interval = Duration::from_millis(parse_positive(key, value)?)
+            }
+            "broker.session.timeout.ms" => {
+                self.broker_session_timeout = Duration::from_millis(parse_positive(key, value)?)
+            }
+            "replica.lag.time.max.ms" => {
+                self.replica_lag_time_max = Duration::from_millis(parse_positive(key, value)?)
+            }
+            "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = parse_positive(key, value)?,
+            "replica.fetch.wait.max.ms" => {
+                self.replica_fetch_wait_max_ms = parse_positive(key, value)?
+            }
+            "replica.fetch.backoff.ms" => {
+                self.replica_fetch_backoff = Duration::from_millis(parse_positive(key, value)?)
+            }
+            "unclean.leader.election.enable" => self.unclean_leader_election = parse(key, value)?,
+            "auto.leader.rebalance.enable" => self.auto_leader_rebalance = parse(key, value)?,
+            "leader.imbalance.check.interval.seconds" => {
+                self.leader_imbalance_check_interval =
+                    Duration::from_secs(parse_positive(key, value)?)
+            }
+            "offsets.topic.replication.factor" => {
+                self.offsets_topic_replication_factor = parse_positive(key, value)?
+            }
+            "controlled.shutdown.timeout.ms" => {
+                self.controlled_shutdown_timeout =
+                    Duration::from_millis(parse_positive(key, value)?)
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
@@ -468,6 +581,43 @@ impl BrokerConfig {
             None => (bound.ip().to_string(), bound.port()),
         }
     }
+
+    /// The `host:port` other brokers use for this broker's HTTP side port, given the bound
+    /// Kafka and HTTP addresses.
+    pub fn advertised_http(&self, kafka_bound: SocketAddr, http_bound: SocketAddr) -> String {
+        if let Some(addr) = &self.advertised_http_listener {
+            return addr.clone();
+        }
+        let host = match &self.advertised_listener {
+            Some((host, _)) => host.clone(),
+            None if http_bound.ip().is_unspecified() => kafka_bound.ip().to_string(),
+            None => http_bound.ip().to_string(),
+        };
+        format!("{host}:{}", http_bound.port())
+    }
+}
+
+/// Parses `id@host:port,id@host:port`.
+fn parse_bootstrap_servers(value: &str) -> Result<Vec<(i32, String)>, String> {
+    let mut out: Vec<(i32, String)> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("`{entry}`: expected ID@HOST:PORT"))?;
+        let id: i32 = id
+            .parse()
+            .ok()
+            .filter(|i| *i >= 0)
+            .ok_or_else(|| format!("`{entry}`: the id must be a non-negative integer"))?;
+        if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+            return Err(format!("`{entry}`: expected ID@HOST:PORT"));
+        }
+        if out.iter().any(|(other, _)| *other == id) {
+            return Err(format!("id {id} is listed twice"));
+        }
+        out.push((id, addr.to_string()));
+    }
+    Ok(out)
 }
 
 /// The environment variable that carries a property: `log.dirs` -> `SLUICE_LOG_DIRS`.

@@ -115,6 +115,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         host,
         port,
         rack: config.rack.clone(),
+        http_address: http_addr.to_string(),
+        incarnation: uuid::Uuid::new_v4(),
+        fenced: false,
     })?;
     ensure_offsets_topic(&controller, &config)?;
     let groups = Arc::new(GroupCoordinator::new(config.clone(), replicas.clone()));

@@ -146,13 +146,18 @@ impl Controller {
         if state.image.brokers.get(&info.id) == Some(&info) {
             return Ok(());
         }
-        let record = MetadataRecord::RegisterBroker {
-            id: info.id,
-            host: info.host,
-            port: info.port,
-            rack: info.rack,
-        };
-        self.commit(&mut state, vec![record])
+        let records = vec![
+            MetadataRecord::RegisterBroker {
+                id: info.id,
+                host: info.host,
+                port: info.port,
+                rack: info.rack,
+                http_address: info.http_address,
+                incarnation: info.incarnation,
+            },
+            MetadataRecord::UnfenceBroker { id: info.id },
+        ];
+        self.commit(&mut state, records)
     }
 
     /// Creates a topic (or only checks that it could be created). Returns the topic as it is
@@ -420,6 +425,9 @@ mod tests {
             host: "h".into(),
             port: 1,
             rack: None,
+            http_address: String::new(),
+            incarnation: Uuid::nil(),
+            fenced: false,
         })
         .unwrap();
         c

@@ -3,30 +3,72 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::records::MetadataRecord;
 
-/// A broker as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
     pub id: i32,
+    /// Where clients reach it (the advertised Kafka listener).
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// `host:port` of its HTTP side port, where other brokers send cluster RPC.
+    #[serde(default)]
+    pub http_address: String,
+    #[serde(default)]
+    pub incarnation: Uuid,
+    /// Fenced brokers lead nothing, are in no ISR and are not offered to clients.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
+/// No leader: the partition is offline.
+pub const NO_LEADER: i32 = -1;
+
 /// One partition's replica placement and leadership.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
+    /// The replica set, preferred leader first. During a reassignment it holds the old and
+    /// the new replicas together.
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// The leader's broker id, or [`NO_LEADER`].
     pub leader: i32,
+    /// Bumped on every leader change; stamped into batches and checked by followers.
     pub leader_epoch: i32,
+    /// Bumped on every change of this partition (ISR, replicas, leader), so a stale ISR
+    /// update from a leader is told apart from a current one (Kafka's partition epoch).
+    #[serde(default)]
+    pub partition_epoch: i32,
+    /// Replicas being added by a reassignment (also in `replicas`).
+    #[serde(default)]
+    pub adding_replicas: Vec<i32>,
+    /// Replicas being removed by a reassignment (still in `replicas` until it completes).
+    #[serde(default)]
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionImage {
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replica set the partition will have once its reassignment completes.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
 }
 
 /// A topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicImage {
     pub name: String,
     pub id: Uuid,
@@ -34,8 +76,8 @@ pub struct TopicImage {
     pub configs: BTreeMap<String, String>,
 }
 
-/// All cluster metadata known to this broker.
-#[derive(Debug, Clone, Default)]
+/// All cluster metadata known to this broker. Serialized whole as the quorum's snapshot.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerInfo>,
     pub topics: BTreeMap<String, TopicImage>,
@@ -54,6 +96,8 @@ impl MetadataImage {
                 host,
                 port,
                 rack,
+                http_address,
+                incarnation,
             } => {
                 self.brokers.insert(
                     *id,
@@ -62,8 +106,24 @@ impl MetadataImage {
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
+                        http_address: http_address.clone(),
+                        incarnation: *incarnation,
+                        fenced: true,
                     },
                 );
+            }
+            MetadataRecord::FenceBroker { id } => {
+                if let Some(b) = self.brokers.get_mut(id) {
+                    b.fenced = true;
+                }
+            }
+            MetadataRecord::UnfenceBroker { id } => {
+                if let Some(b) = self.brokers.get_mut(id) {
+                    b.fenced = false;
+                }
+            }
+            MetadataRecord::UnregisterBroker { id } => {
+                self.brokers.remove(id);
             }
             MetadataRecord::CreateTopic { name, id, configs } => {
                 self.topic_names.insert(*id, name.clone());
@@ -93,8 +153,22 @@ impl MetadataImage {
                             isr: isr.clone(),
                             leader: *leader,
                             leader_epoch: *leader_epoch,
+                            partition_epoch: 0,
+                            adding_replicas: Vec::new(),
+                            removing_replicas: Vec::new(),
                         },
                     );
+                }
+            }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                state,
+            } => {
+                if let Some(topic) = self.topic_by_id_mut(topic_id) {
+                    if topic.partitions.contains_key(partition) {
+                        topic.partitions.insert(*partition, state.clone());
+                    }
                 }
             }
             MetadataRecord::DeleteTopic { id } => {
@@ -111,6 +185,11 @@ impl MetadataImage {
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
         }
+    }
+
+    /// Brokers that are registered and not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values().filter(|b| !b.fenced)
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {

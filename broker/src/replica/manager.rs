@@ -211,6 +211,10 @@ impl MetadataListener for ReplicaManager {
                     }
                 }
                 MetadataRecord::RegisterBroker { .. }
+                | MetadataRecord::FenceBroker { .. }
+                | MetadataRecord::UnfenceBroker { .. }
+                | MetadataRecord::UnregisterBroker { .. }
+                | MetadataRecord::PartitionChange { .. }
                 | MetadataRecord::CreateTopic { .. }
                 | MetadataRecord::ProducerIdBlock { .. } => {}
             }
