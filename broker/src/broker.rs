@@ -4,38 +4,73 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use uuid::Uuid;
+
 use crate::config::BrokerConfig;
 use crate::coordinator::GroupCoordinator;
-use crate::metadata::{Controller, MetadataCache};
+use crate::metadata::{Controller, ControllerError, MetadataCache};
 use crate::metrics::Metrics;
 use crate::replica::ReplicaManager;
+
+/// Producer ids fetched from the controller per block, as Kafka's brokers do.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Everything a request handler can reach.
 pub struct Broker {
     pub config: Arc<BrokerConfig>,
     pub cluster_id: String,
+    /// Changes at every start: tells this process apart from earlier ones of the same id.
+    pub incarnation: Uuid,
     pub metadata: Arc<MetadataCache>,
-    pub controller: Controller,
+    pub controller: Arc<Controller>,
     pub replicas: Arc<ReplicaManager>,
     pub groups: Arc<GroupCoordinator>,
     pub metrics: Metrics,
-    /// Serving: metadata loaded, partitions open, listener bound. Cleared at shutdown.
+    /// Serving: registered with the controller, partitions open, listener bound. Cleared at
+    /// shutdown.
     pub ready: AtomicBool,
+    /// The unused rest of this broker's producer id block: `[next, end)`.
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }
 
 impl Broker {
-    /// Runs a controller call off the async workers: commits fsync the metadata log.
-    pub async fn control<T, F>(self: &Arc<Self>, f: F) -> T
-    where
-        T: Send + 'static,
-        F: FnOnce(&Controller) -> T + Send + 'static,
-    {
-        let broker = self.clone();
-        match tokio::task::spawn_blocking(move || f(&broker.controller)).await {
-            Ok(v) => v,
-            // A panic in the controller is a bug; surface it in this request's task.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        cluster_id: String,
+        incarnation: Uuid,
+        metadata: Arc<MetadataCache>,
+        controller: Arc<Controller>,
+        replicas: Arc<ReplicaManager>,
+        groups: Arc<GroupCoordinator>,
+    ) -> Broker {
+        Broker {
+            config,
+            cluster_id,
+            incarnation,
+            metadata,
+            controller,
+            replicas,
+            groups,
+            metrics: Metrics::new(),
+            ready: AtomicBool::new(false),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
         }
+    }
+
+    /// A producer id never handed out before in this cluster.
+    pub async fn next_producer_id(&self) -> Result<i64, ControllerError> {
+        let mut block = self.producer_ids.lock().await;
+        if block.0 >= block.1 {
+            let (first, count) = self
+                .controller
+                .allocate_producer_ids(PRODUCER_ID_BLOCK)
+                .await?;
+            *block = (first, first + count);
+        }
+        let id = block.0;
+        block.0 += 1;
+        Ok(id)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod coordinator;
 pub mod http;
 pub mod log;
+pub mod membership;
 pub mod metadata;
 pub mod metrics;
 pub mod network;

@@ -10,14 +10,16 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use uuid::Uuid;
 
 use crate::broker::{now_ms, stopped, Broker};
 use crate::config::{BrokerConfig, FlushPolicy};
 use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::http;
-use crate::metadata::store::MetadataStore;
-use crate::metadata::{BrokerInfo, Controller, MetadataCache, NewTopic};
-use crate::metrics::Metrics;
+use crate::membership;
+use crate::metadata::controller::local_log::LocalLog;
+use crate::metadata::controller::Listeners;
+use crate::metadata::{BrokerInfo, Controller, MetadataCache, MetadataListener, NewTopic};
 use crate::network::connection;
 use crate::replica::{Partition, ReplicaManager};
 
@@ -46,7 +48,7 @@ pub enum StartError {
         found: String,
         configured: String,
     },
-    #[error("cannot register the broker or create internal topics: {0}")]
+    #[error("cannot join the cluster: {0}")]
     Register(#[from] crate::metadata::ControllerError),
     #[error("cannot load consumer groups from __consumer_offsets: {0}")]
     Offsets(crate::log::LogError),
@@ -61,7 +63,8 @@ pub struct RunningBroker {
     tasks: JoinSet<()>,
 }
 
-/// Starts a broker: everything is ready to serve when this returns.
+/// Starts a broker: everything is ready to serve when this returns (the broker is
+/// registered with the cluster's controller and unfenced).
 pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
@@ -94,33 +97,88 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         })?;
 
     let config = Arc::new(config);
+    let incarnation = Uuid::new_v4();
+    let http_address = config.advertised_http(kafka_addr, http_addr);
     let replicas = Arc::new(ReplicaManager::new(config.clone()));
+    let groups = Arc::new(GroupCoordinator::new(config.clone(), replicas.clone()));
     let metadata = Arc::new(MetadataCache::default());
-    let (store, records) = MetadataStore::open(&data_dir.join("metadata.log"))?;
-    // Opening partitions recovers their logs: blocking work, off the async workers.
-    let (controller, replicas) = {
-        let (metadata, replicas) = (metadata.clone(), replicas.clone());
+    let listener: Arc<dyn MetadataListener> = Arc::new(Listeners(vec![replicas.clone()]));
+    // Replaying metadata opens partitions, which recovers their logs: blocking work.
+    let log = {
+        let (path, http_address, metadata) = (
+            data_dir.join("metadata.log"),
+            http_address.clone(),
+            metadata.clone(),
+        );
+        let node_id = config.node_id;
         tokio::task::spawn_blocking(move || {
-            (
-                Controller::new(store, records, metadata, replicas.clone()),
-                replicas,
-            )
+            LocalLog::open(&path, node_id, http_address, metadata, listener)
         })
         .await
-        .expect("opening the metadata and partitions does not panic")
+        .expect("opening the metadata log does not panic")?
     };
+    let controller = Arc::new(Controller::new(
+        config.clone(),
+        Arc::new(log),
+        metadata.clone(),
+        None,
+    ));
+    let broker = Arc::new(Broker::new(
+        config.clone(),
+        cluster_id,
+        incarnation,
+        metadata,
+        controller.clone(),
+        replicas,
+        groups.clone(),
+    ));
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    // Peers reach this broker's controller and quorum over HTTP before it serves clients.
+    tasks.spawn(http::serve(
+        broker.clone(),
+        http_listener,
+        shutdown_rx.clone(),
+    ));
+    tasks.spawn(
+        controller
+            .clone()
+            .run_duties(offsets_topic(&config), shutdown_rx.clone()),
+    );
     let (host, port) = config.advertised(kafka_addr);
-    controller.register_broker(BrokerInfo {
+    let me = BrokerInfo {
         id: config.node_id,
         host,
         port,
         rack: config.rack.clone(),
-        http_address: http_addr.to_string(),
-        incarnation: uuid::Uuid::new_v4(),
+        http_address,
+        incarnation,
         fenced: false,
-    })?;
-    ensure_offsets_topic(&controller, &config)?;
-    let groups = Arc::new(GroupCoordinator::new(config.clone(), replicas.clone()));
+    };
+    let caught_up: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| true);
+    {
+        let caught_up = caught_up.clone();
+        membership::join(
+            &controller,
+            me.clone(),
+            move || caught_up(),
+            shutdown_rx.clone(),
+        )
+        .await?;
+    }
+    if let Err(e) = controller
+        .create_offsets_topic(&offsets_topic(&config))
+        .await
+    {
+        tracing::info!(error = %e, "the offsets topic will be created later");
+    }
+    tasks.spawn(membership::heartbeat(
+        broker.clone(),
+        me,
+        caught_up,
+        shutdown_rx.clone(),
+    ));
     {
         let groups = groups.clone();
         tokio::task::spawn_blocking(move || groups.load())
@@ -128,26 +186,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             .expect("loading groups does not panic")
             .map_err(StartError::Offsets)?;
     }
-
-    let broker = Arc::new(Broker {
-        config: config.clone(),
-        cluster_id,
-        metadata,
-        controller,
-        replicas,
-        groups: groups.clone(),
-        metrics: Metrics::new(),
-        ready: Default::default(),
-    });
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(broker.clone(), kafka, shutdown_rx.clone()));
     tasks.spawn(groups.run_timers(shutdown_rx.clone()));
-    tasks.spawn(http::serve(
-        broker.clone(),
-        http_listener,
-        shutdown_rx.clone(),
-    ));
     tasks.spawn(every_partition(
         broker.clone(),
         config.log_retention_check_interval,
@@ -180,10 +220,16 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
 }
 
 impl RunningBroker {
-    /// Clean shutdown: stop accepting, let in-flight requests finish, then flush and close
-    /// every log so the next start skips recovery.
+    /// Clean shutdown: move partition leadership to other brokers (controlled shutdown), stop
+    /// accepting, let in-flight requests finish, then flush and close every log so the next
+    /// start skips recovery.
     pub async fn shutdown(mut self) {
         self.broker.ready.store(false, Ordering::Release);
+        membership::controlled_shutdown(
+            &self.broker,
+            self.broker.config.controlled_shutdown_timeout,
+        )
+        .await;
         let _ = self.shutdown.send(true);
         if tokio::time::timeout(DRAIN_TIMEOUT, async {
             while self.tasks.join_next().await.is_some() {}
@@ -197,6 +243,25 @@ impl RunningBroker {
         let replicas = self.broker.replicas.clone();
         let _ = tokio::task::spawn_blocking(move || replicas.close_all()).await;
         tracing::info!("broker stopped cleanly");
+    }
+}
+
+/// The internal offsets topic, compacted; its replication factor is capped by the number of
+/// brokers that form the cluster, so a single broker can run groups on its own.
+fn offsets_topic(config: &BrokerConfig) -> NewTopic {
+    let brokers = config.quorum_bootstrap_servers.len().max(1) as i16;
+    NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: config.offsets_topic_num_partitions,
+        replication_factor: config.offsets_topic_replication_factor.min(brokers),
+        assignments: Default::default(),
+        configs: [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "104857600"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
     }
 }
 
@@ -284,28 +349,6 @@ fn flush_if_dirty(p: &Partition) {
         if let Err(e) = p.log().flush() {
             tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
         }
-    }
-}
-
-/// Creates `__consumer_offsets` (compacted) on first start.
-fn ensure_offsets_topic(controller: &Controller, config: &BrokerConfig) -> Result<(), StartError> {
-    let topic = NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
-        partitions: config.offsets_topic_num_partitions,
-        replication_factor: 1,
-        assignments: Default::default(),
-        configs: [
-            ("cleanup.policy", "compact"),
-            ("segment.bytes", "104857600"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-    };
-    match controller.create_topic(topic, false) {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == kafka_protocol::ResponseError::TopicAlreadyExists => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -24,12 +24,11 @@ pub fn describe_cluster(
         return response;
     }
     response.cluster_id = StrBytes::from_string(broker.cluster_id.clone());
-    response.controller_id = BrokerId(broker.config.node_id);
+    response.controller_id = BrokerId(broker.controller.controller_id().unwrap_or(-1));
     response.brokers = broker
         .metadata
         .current()
-        .brokers
-        .values()
+        .live_brokers()
         .map(|b| {
             let mut r = DescribeClusterBroker::default();
             r.broker_id = BrokerId(b.id);

@@ -225,7 +225,8 @@ async fn store(
     let outcome = match new {
         Ok(configs) => {
             broker
-                .control(move |c| c.set_topic_configs(&topic, configs, validate_only))
+                .controller
+                .set_topic_configs(&topic, configs, validate_only)
                 .await
         }
         Err(e) => Err(e),

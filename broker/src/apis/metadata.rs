@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::metadata::image::NO_LEADER;
 use crate::metadata::topic_name::is_internal;
 use crate::metadata::{MetadataImage, NewTopic, TopicImage};
 
@@ -52,7 +53,7 @@ pub async fn handle(
     let mut response = MetadataResponse::default();
     response.brokers = brokers(&image);
     response.cluster_id = Some(StrBytes::from_string(broker.cluster_id.clone()));
-    response.controller_id = BrokerId(broker.config.node_id);
+    response.controller_id = BrokerId(broker.controller.controller_id().unwrap_or(-1));
     response.topics = topics;
     response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     response
@@ -80,10 +81,7 @@ async fn named_topic(
         assignments: BTreeMap::new(),
         configs: BTreeMap::new(),
     };
-    match broker
-        .control(move |c| c.create_topic(new_topic, false))
-        .await
-    {
+    match broker.controller.create_topic(new_topic, false).await {
         Ok(t) => topic_response(&broker.metadata.current(), &t),
         // Another request created it first.
         Err(e) if e.code == ResponseError::TopicAlreadyExists => {
@@ -116,9 +114,9 @@ fn topic_error(name: Option<String>, id: Uuid, code: ResponseError) -> MetadataR
 }
 
 pub fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    // Fenced brokers are not offered to clients, as in Kafka.
     image
-        .brokers
-        .values()
+        .live_brokers()
         .map(|b| {
             let mut r = MetadataResponseBroker::default();
             r.node_id = BrokerId(b.id);
@@ -147,9 +145,12 @@ fn topic_response(image: &MetadataImage, topic: &TopicImage) -> MetadataResponse
                 .replicas
                 .iter()
                 .copied()
-                .filter(|r| !image.brokers.contains_key(r))
+                .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
                 .collect();
             let mut r = MetadataResponsePartition::default();
+            if p.leader == NO_LEADER {
+                r.error_code = ResponseError::LeaderNotAvailable.code();
+            }
             r.partition_index = index;
             r.leader_id = BrokerId(p.leader);
             r.leader_epoch = p.leader_epoch;

@@ -25,7 +25,7 @@ pub async fn init_producer_id(
         response.producer_epoch = request.producer_epoch + 1;
         return response;
     }
-    match broker.control(|c| c.allocate_producer_id()).await {
+    match broker.next_producer_id().await {
         Ok(id) => {
             response.producer_id = ProducerId(id);
             response.producer_epoch = 0;

@@ -61,9 +61,7 @@ pub async fn create_topics(
             match new_topic(broker, topic) {
                 Ok(new) => {
                     let validate_only = request.validate_only;
-                    broker
-                        .control(move |c| c.create_topic(new, validate_only))
-                        .await
+                    broker.controller.create_topic(new, validate_only).await
                 }
                 Err(e) => Err(e),
             }
@@ -194,16 +192,13 @@ pub async fn delete_topics(
             .or_else(|| resolved.clone().ok())
             .map(|n| TopicName(StrBytes::from_string(n)));
         match resolved {
-            Ok(topic) => {
-                let target = topic.clone();
-                match broker.control(move |c| c.delete_topic(&target)).await {
-                    Ok(deleted) => r.topic_id = deleted,
-                    Err(e) => {
-                        r.error_code = e.code.code();
-                        r.error_message = message(e.message);
-                    }
+            Ok(topic) => match broker.controller.delete_topic(&topic).await {
+                Ok(deleted) => r.topic_id = deleted,
+                Err(e) => {
+                    r.error_code = e.code.code();
+                    r.error_message = message(e.message);
                 }
-            }
+            },
             Err(code) => r.error_code = code.code(),
         }
         responses.push(r);
@@ -240,7 +235,8 @@ pub async fn create_partitions(
                 .collect();
             let (count, validate_only) = (topic.count, request.validate_only);
             broker
-                .control(move |c| c.create_partitions(&name, count, assignments, validate_only))
+                .controller
+                .create_partitions(&name, count, assignments, validate_only)
                 .await
         };
         if let Err(e) = outcome {

@@ -1,5 +1,5 @@
-//! Cluster metadata: the records that describe it, the image they build, where they are
-//! stored, and the controller that decides changes.
+//! Cluster metadata: the records that describe it, the image they build, the log that
+//! replicates them, and the controller that decides changes.
 
 pub mod controller;
 pub mod image;
@@ -9,6 +9,8 @@ pub mod store;
 pub mod topic_config;
 pub mod topic_name;
 
-pub use controller::{Controller, ControllerError, MetadataCache, MetadataListener, NewTopic};
+pub use controller::{
+    Controller, ControllerError, MetadataCache, MetadataListener, MetadataLog, NewTopic,
+};
 pub use image::{BrokerInfo, MetadataImage, PartitionImage, TopicImage};
 pub use records::MetadataRecord;

@@ -20,6 +20,7 @@ pub enum ConfigSource {
 /// Kafka's config value types (DescribeConfigs `config_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
+    Boolean = 1,
     String = 2,
     Int = 3,
     Long = 5,
@@ -158,6 +159,18 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         default: |b| b.min_insync_replicas.to_string(),
         validate: |v| at_least(v, 1),
     },
+    TopicConfigDef {
+        name: "unclean.leader.election.enable",
+        config_type: ConfigType::Boolean,
+        broker_key: "unclean.leader.election.enable",
+        doc: "Elect an out-of-sync replica when no in-sync one is left: availability over \
+              durability (acknowledged records can be lost).",
+        default: |b| b.unclean_leader_election.to_string(),
+        validate: |v| match v {
+            "true" | "false" => Ok(()),
+            _ => Err("expected true or false".into()),
+        },
+    },
 ];
 
 /// Looks up a supported topic config by name.
@@ -240,6 +253,14 @@ pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -
         min_compaction_lag_ms: number(broker, overrides, "min.compaction.lag.ms"),
         min_cleanable_dirty_ratio: number(broker, overrides, "min.cleanable.dirty.ratio"),
     }
+}
+
+/// The topic's `unclean.leader.election.enable`.
+pub fn unclean_leader_election(
+    broker: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+) -> bool {
+    effective_value(broker, overrides, "unclean.leader.election.enable") == "true"
 }
 
 /// The topic's `min.insync.replicas`.
