@@ -6,12 +6,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::broker::{stopped, Broker};
+use crate::metadata::controller::requests::{ControllerRequest, ControllerResponse, WireError};
 
 pub async fn serve(
     broker: Arc<Broker>,
@@ -22,6 +23,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/internal/controller", post(controller_rpc))
         .with_state(broker);
     let stop = async move { stopped(&mut shutdown).await };
     if let Err(e) = axum::serve(listener, app)
@@ -38,6 +40,20 @@ async fn readyz(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
+}
+
+/// A request forwarded by another broker to this one, the controller.
+async fn controller_rpc(
+    State(broker): State<Arc<Broker>>,
+    Json(request): Json<ControllerRequest>,
+) -> Json<Result<ControllerResponse, WireError>> {
+    Json(
+        broker
+            .controller
+            .execute(request)
+            .await
+            .map_err(|e| e.to_wire()),
+    )
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {

@@ -97,28 +97,35 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Signal handlers first, so a SIGTERM right after the ready line is a clean stop.
+        let signal = wait_for_signal();
         // The one line on stdout: scripts and tests wait for it.
         println!(
             "sluice-broker ready kafka={} http={}",
             running.kafka_addr, running.http_addr
         );
-        wait_for_signal().await;
+        signal.await;
         running.shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGTERM / SIGINT handlers now; the returned future resolves on either.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -132,10 +132,17 @@ pub async fn controlled_shutdown(broker: &Broker, timeout: Duration) {
                         .flat_map(|t| t.partitions.values())
                         .any(|p| p.leader == id)
                 };
-                while leading(broker) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                if !leading(broker) {
+                // The controller has committed the move; wait for this broker to apply it.
+                let mut changes = broker.metadata.subscribe();
+                let applied = tokio::time::timeout_at(deadline.into(), async {
+                    while leading(broker) {
+                        if changes.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                })
+                .await;
+                if applied.is_ok() && !leading(broker) {
                     tracing::info!("controlled shutdown: leadership moved away");
                     return;
                 }

@@ -102,7 +102,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let replicas = Arc::new(ReplicaManager::new(config.clone()));
     let groups = Arc::new(GroupCoordinator::new(config.clone(), replicas.clone()));
     let metadata = Arc::new(MetadataCache::default());
-    let listener: Arc<dyn MetadataListener> = Arc::new(Listeners(vec![replicas.clone()]));
+    // Partitions open (and change role) before the coordinator loads groups from them.
+    let listener: Arc<dyn MetadataListener> =
+        Arc::new(Listeners(vec![replicas.clone(), groups.clone()]));
     // Replaying metadata opens partitions, which recovers their logs: blocking work.
     let log = {
         let (path, http_address, metadata) = (
@@ -179,13 +181,6 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         caught_up,
         shutdown_rx.clone(),
     ));
-    {
-        let groups = groups.clone();
-        tokio::task::spawn_blocking(move || groups.load())
-            .await
-            .expect("loading groups does not panic")
-            .map_err(StartError::Offsets)?;
-    }
     tasks.spawn(accept_loop(broker.clone(), kafka, shutdown_rx.clone()));
     tasks.spawn(groups.run_timers(shutdown_rx.clone()));
     tasks.spawn(every_partition(

@@ -13,6 +13,8 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+
+use crate::coordinator::OFFSETS_TOPIC;
 use kafka_protocol::ResponseError;
 
 use super::{Reply, RequestContext};
@@ -35,8 +37,8 @@ pub fn find_coordinator(
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let image = broker.metadata.current();
-    let me = image.brokers.get(&broker.config.node_id);
-    let lookup = |key: &str| -> Result<(), ResponseError> {
+    // Any broker answers: the coordinator is the leader of the group's offsets partition.
+    let lookup = |key: &str| -> Result<(i32, String, i32), ResponseError> {
         if request.key_type != KEY_TYPE_GROUP {
             // Transactions are not served, so there is no transaction coordinator.
             return Err(ResponseError::InvalidRequest);
@@ -44,12 +46,18 @@ pub fn find_coordinator(
         if key.is_empty() {
             return Err(ResponseError::InvalidGroupId);
         }
-        if !broker.groups.is_coordinator(key) || me.is_none() {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
-        Ok(())
+        let leader = image
+            .topic(OFFSETS_TOPIC)
+            .and_then(|t| t.partitions.get(&broker.groups.partition_of(key)))
+            .map(|p| p.leader)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let b = image
+            .brokers
+            .get(&leader)
+            .filter(|b| !b.fenced)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        Ok((b.id, b.host.clone(), i32::from(b.port)))
     };
-    let (host, port) = me.map_or((String::new(), -1), |b| (b.host.clone(), i32::from(b.port)));
     let mut response = FindCoordinatorResponse::default();
     if ctx.version >= 4 {
         response.coordinators = request
@@ -59,9 +67,9 @@ pub fn find_coordinator(
                 let mut c = Coordinator::default();
                 c.key = key.clone();
                 match lookup(key.as_str()) {
-                    Ok(()) => {
-                        c.node_id = BrokerId(broker.config.node_id);
-                        c.host = s(host.clone());
+                    Ok((id, host, port)) => {
+                        c.node_id = BrokerId(id);
+                        c.host = s(host);
                         c.port = port;
                     }
                     Err(e) => {
@@ -75,8 +83,8 @@ pub fn find_coordinator(
             .collect();
     } else {
         match lookup(request.key.as_str()) {
-            Ok(()) => {
-                response.node_id = BrokerId(broker.config.node_id);
+            Ok((id, host, port)) => {
+                response.node_id = BrokerId(id);
                 response.host = s(host);
                 response.port = port;
             }

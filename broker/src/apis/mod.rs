@@ -11,6 +11,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod reassignments;
 mod topics;
 
 use std::future::Future;
@@ -143,6 +144,17 @@ pub async fn handle(
         ApiKey::InitProducerId => ctx.respond(
             broker,
             &producer_id::init_producer_id(broker, decode_body(&frame)?).await,
+        ),
+        ApiKey::AlterPartitionReassignments => ctx.respond(
+            broker,
+            &reassignments::alter(broker, decode_body(&frame)?).await,
+        ),
+        ApiKey::ListPartitionReassignments => {
+            ctx.respond(broker, &reassignments::list(broker, decode_body(&frame)?))
+        }
+        ApiKey::UnregisterBroker => ctx.respond(
+            broker,
+            &reassignments::unregister_broker(broker, decode_body(&frame)?).await,
         ),
         ApiKey::FindCoordinator => ctx.respond(
             broker,

@@ -57,6 +57,9 @@ pub struct GroupCoordinator {
     config: Arc<BrokerConfig>,
     replicas: Arc<ReplicaManager>,
     state: Mutex<State>,
+    /// Offsets partitions this broker leads and has loaded: it coordinates their groups.
+    /// Apart from `state` so checks made while holding `state` do not lock it twice.
+    loaded: Mutex<std::collections::BTreeSet<i32>>,
 }
 
 impl GroupCoordinator {
@@ -65,6 +68,7 @@ impl GroupCoordinator {
             config,
             replicas,
             state: Mutex::new(State::default()),
+            loaded: Mutex::new(Default::default()),
         }
     }
 
@@ -74,33 +78,63 @@ impl GroupCoordinator {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn loaded(&self) -> MutexGuard<'_, std::collections::BTreeSet<i32>> {
+        // A set of partition numbers: always consistent.
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The offsets partition that holds `group`.
     pub fn partition_of(&self, group: &str) -> i32 {
         partition_for(group, self.config.offsets_topic_num_partitions)
     }
 
-    /// Whether this broker coordinates `group` (hosts its offsets partition).
+    /// Whether this broker coordinates `group`: it leads the group's offsets partition and
+    /// has loaded it.
     pub fn is_coordinator(&self, group: &str) -> bool {
-        self.replicas
-            .get(OFFSETS_TOPIC, self.partition_of(group))
-            .is_some()
+        self.loaded().contains(&self.partition_of(group))
     }
 
-    /// Rebuilds groups and offsets from the offsets topic. Blocking.
-    pub fn load(&self) -> Result<(), LogError> {
+    /// Follows leadership of the offsets partitions: loads the groups of a partition this
+    /// broker now leads, drops those of a partition it no longer leads. Blocking (reads the
+    /// partition's log).
+    pub fn follow_leadership(&self, image: &MetadataImage) {
+        let me = self.config.node_id;
+        let led: std::collections::BTreeSet<i32> = image
+            .topic(OFFSETS_TOPIC)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|(_, p)| p.leader == me)
+                    .map(|(i, _)| *i)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let loaded = self.loaded().clone();
+        for p in loaded.difference(&led) {
+            self.unload(*p);
+        }
+        for p in led.difference(&loaded) {
+            if let Err(e) = self.load(*p) {
+                tracing::error!(partition = p, error = %e, "cannot load consumer groups");
+            }
+        }
+    }
+
+    /// Rebuilds the groups and offsets of one offsets partition from its log.
+    fn load(&self, index: i32) -> Result<(), LogError> {
+        let Some(partition) = self.replicas.get(OFFSETS_TOPIC, index) else {
+            return Ok(());
+        };
+        let records = read_all(&partition)?;
         let mut state = self.lock();
         let now = Instant::now();
-        for p in 0..self.config.offsets_topic_num_partitions {
-            let Some(partition) = self.replicas.get(OFFSETS_TOPIC, p) else {
-                continue;
-            };
-            for record in read_all(&partition)? {
-                apply(&mut state, record);
-            }
+        for record in records {
+            apply(&mut state, record);
         }
         let stored: Vec<(String, StoredGroup)> = state
             .persisted
             .iter()
+            .filter(|(id, _)| self.partition_of(id) == index)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (id, s) in stored {
@@ -108,12 +142,24 @@ impl GroupCoordinator {
             group.restore(&s, now);
             state.groups.insert(id, group);
         }
+        self.loaded().insert(index);
         tracing::info!(
+            partition = index,
             groups = state.groups.len(),
-            with_offsets = state.offsets.len(),
-            "group coordinator loaded"
+            "offsets partition loaded"
         );
         Ok(())
+    }
+
+    /// Forgets the groups of an offsets partition another broker now coordinates.
+    fn unload(&self, index: i32) {
+        self.loaded().remove(&index);
+        let mut state = self.lock();
+        let mine = |id: &String| self.partition_of(id) == index;
+        state.groups.retain(|id, _| !mine(id));
+        state.offsets.retain(|id, _| !mine(id));
+        state.persisted.retain(|id, _| !mine(id));
+        tracing::info!(partition = index, "offsets partition unloaded");
     }
 
     fn check_group_id(&self, group: &str) -> Result<(), ResponseError> {
@@ -738,4 +784,23 @@ fn read_all(partition: &Partition) -> Result<Vec<OffsetsRecord>, LogError> {
         offset = next;
     }
     Ok(out)
+}
+
+impl crate::metadata::MetadataListener for GroupCoordinator {
+    fn on_image_loaded(&self, image: &MetadataImage) {
+        self.follow_leadership(image);
+    }
+
+    fn on_records(&self, image: &MetadataImage, records: &[crate::metadata::MetadataRecord]) {
+        use crate::metadata::MetadataRecord as R;
+        let relevant = records.iter().any(|r| {
+            matches!(
+                r,
+                R::CreatePartition { .. } | R::PartitionChange { .. } | R::DeleteTopic { .. }
+            )
+        });
+        if relevant {
+            self.follow_leadership(image);
+        }
+    }
 }

@@ -201,6 +201,17 @@ impl MetadataListener for ReplicaManager {
                     }
                 }
                 MetadataRecord::DeleteTopic { id } => self.delete_topic(id),
+                MetadataRecord::PartitionChange {
+                    topic_id,
+                    partition,
+                    state,
+                } => {
+                    if let Some(topic) = image.topic_by_id(topic_id) {
+                        if let Some(p) = self.get(&topic.name, *partition) {
+                            p.set_leader_epoch(state.leader_epoch);
+                        }
+                    }
+                }
                 MetadataRecord::SetTopicConfigs { topic_id, .. } => {
                     if let Some(topic) = image.topic_by_id(topic_id) {
                         let settings = self.settings(topic);
@@ -214,7 +225,6 @@ impl MetadataListener for ReplicaManager {
                 | MetadataRecord::FenceBroker { .. }
                 | MetadataRecord::UnfenceBroker { .. }
                 | MetadataRecord::UnregisterBroker { .. }
-                | MetadataRecord::PartitionChange { .. }
                 | MetadataRecord::CreateTopic { .. }
                 | MetadataRecord::ProducerIdBlock { .. } => {}
             }

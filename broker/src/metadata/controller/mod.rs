@@ -89,10 +89,19 @@ impl MetadataListener for Listeners {
 }
 
 /// The latest applied image, shared by every request handler. Readers take a cheap `Arc`
-/// snapshot and never block the metadata log.
-#[derive(Default)]
+/// snapshot and never block the metadata log; waiters are told of each new image.
 pub struct MetadataCache {
     image: RwLock<Arc<MetadataImage>>,
+    published: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for MetadataCache {
+    fn default() -> Self {
+        MetadataCache {
+            image: RwLock::default(),
+            published: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl MetadataCache {
@@ -102,6 +111,12 @@ impl MetadataCache {
 
     pub fn publish(&self, image: Arc<MetadataImage>) {
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
+        self.published.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time an image is published.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 }
 
