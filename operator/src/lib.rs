@@ -1,0 +1,9 @@
+//! sluice-operator: runs Sluice on Kubernetes from two custom resources, `KafkaCluster`
+//! and `KafkaTopic`.
+//!
+//! Each reconcile is a pipeline with I/O at the edges and pure logic in the middle:
+//! read the resource, validate it into a checked view ([`validate`]), build the desired
+//! objects with pure functions ([`builders`]), apply them with server-side apply, then
+//! write `.status` ([`controllers`]).
+
+pub mod crd;
