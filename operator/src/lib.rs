@@ -6,4 +6,10 @@
 //! objects with pure functions ([`builders`]), apply them with server-side apply, then
 //! write `.status` ([`controllers`]).
 
+pub mod builders;
 pub mod crd;
+pub mod render;
+pub mod validate;
+
+/// Broker image used when neither `spec.image` nor `--broker-image` says otherwise.
+pub const DEFAULT_BROKER_IMAGE: &str = concat!("sluice:", env!("CARGO_PKG_VERSION"));

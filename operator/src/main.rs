@@ -30,6 +30,21 @@ enum Command {
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/.."))]
         repo_root: PathBuf,
     },
+    /// Print every object the operator would apply for the KafkaClusters in a YAML file
+    /// (other documents are skipped), as multi-document YAML.
+    Render {
+        /// A YAML file with one or more KafkaCluster documents.
+        file: PathBuf,
+        /// Namespace for resources that do not set one.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Broker image for clusters without spec.image.
+        #[arg(long, env = "SLUICE_BROKER_IMAGE", default_value = sluice_operator::DEFAULT_BROKER_IMAGE)]
+        broker_image: String,
+        /// Cluster id for clusters without status.clusterId (random when unset).
+        #[arg(long)]
+        cluster_id: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +57,34 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Render {
+            file,
+            namespace,
+            broker_image,
+            cluster_id,
+        }) => {
+            let options = sluice_operator::render::RenderOptions {
+                namespace,
+                default_image: broker_image,
+                cluster_id,
+            };
+            let result = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))
+                .and_then(|input| {
+                    sluice_operator::render::render(&input, &options)
+                        .map_err(|e| format!("{}: {e}", file.display()))
+                });
+            match result {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sluice-operator: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => ExitCode::SUCCESS,
     }
 }

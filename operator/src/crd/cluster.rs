@@ -23,6 +23,9 @@ pub const OPERATOR_OWNED_CONFIG_KEYS: &[&str] = &[
 ];
 
 /// A Sluice cluster: `replicas` brokers with persistent storage.
+// Several `printcolumn(...)` entries repeat keys such as `type_`; that is how the derive
+// takes a list, not a mistake.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kafka.sluice.dev",

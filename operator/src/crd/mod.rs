@@ -11,7 +11,7 @@ mod topic;
 
 pub use cluster::{
     BrokerStatus, KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, Operation, PartitionHealth,
-    PodTemplate, StorageSpec,
+    PodTemplate, StorageSpec, OPERATOR_OWNED_CONFIG_KEYS,
 };
 pub use conditions::{condition, merge_conditions, ConditionStatus};
 pub use generate::{crd_files, crds, crds_yaml, CrdFile, CRD_DIRS};

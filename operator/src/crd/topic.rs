@@ -8,6 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A topic of a `KafkaCluster` in the same namespace.
+// Several `printcolumn(...)` entries repeat keys such as `type_`; that is how the derive
+// takes a list, not a mistake.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kafka.sluice.dev",
