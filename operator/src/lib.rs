@@ -14,5 +14,7 @@ pub mod validate;
 /// Broker image used when neither `spec.image` nor `--broker-image` says otherwise.
 pub const DEFAULT_BROKER_IMAGE: &str = concat!("sluice:", env!("CARGO_PKG_VERSION"));
 pub mod controllers;
+pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod runtime;
