@@ -290,3 +290,6 @@ mod tests {
         assert_eq!(truncate("abc".into(), 10), "abc");
     }
 }
+
+#[cfg(test)]
+mod scenarios;

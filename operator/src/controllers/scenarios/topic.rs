@@ -1,0 +1,1 @@
+//! KafkaTopic scenarios.
