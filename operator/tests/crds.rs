@@ -230,6 +230,18 @@ fn cluster_replicas_non_negative_and_zero_allowed() {
 }
 
 #[test]
+fn cluster_names_fit_derived_object_names() {
+    let mut kc = cluster(cluster_spec());
+    kc.metadata.name = Some("a".repeat(46));
+    assert_eq!(messages(validate_cel(&kc)), Vec::<String>::new());
+    kc.metadata.name = Some("a".repeat(47));
+    assert_eq!(
+        messages(validate_cel(&kc)),
+        ["metadata.name may be at most 46 characters (pod and Service names derive from it)"]
+    );
+}
+
+#[test]
 fn cluster_config_may_not_set_operator_keys() {
     let ok = json!({"replicas": 1, "storage": {"size": "1Gi"},
                     "config": {"min.insync.replicas": "2"}});

@@ -2,7 +2,7 @@
 //! drift repaired, replication-factor change reported, Kafka errors named, delete.
 //!
 //! Needs the broker binary: `cargo build -p sluice-broker` (found through
-//! `SLUICE_BROKER_BIN`, else `$CARGO_TARGET_DIR/{debug,release}/sluice-broker`, else the
+//! `SLUICE_BROKER_BIN`, else `$CARGO_TARGET_DIR/{debug,release}/sluice-broker` (this test's profile first), else the
 //! workspace's `target/`).
 
 use std::collections::BTreeMap;
@@ -29,9 +29,16 @@ fn broker_binary() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
+    // The profile this test was built with first (`cargo test --release` after
+    // `cargo build --release`), then the other.
+    let (first, second) = if cfg!(debug_assertions) {
+        ("debug", "release")
+    } else {
+        ("release", "debug")
+    };
     let candidates = [
-        target.join("debug/sluice-broker"),
-        target.join("release/sluice-broker"),
+        target.join(first).join("sluice-broker"),
+        target.join(second).join("sluice-broker"),
     ];
     candidates
         .iter()

@@ -432,3 +432,26 @@ async fn missing_cluster_is_waited_for() {
     );
     assert!(kafka.calls().is_empty());
 }
+
+#[tokio::test]
+async fn deleting_a_resource_that_never_synced_leaves_kafka_alone() {
+    // E.g. created for a topic that already existed, then deleted before the first sync.
+    let kt = deleting(topic("orders", orders_spec(), 100, true), None);
+    let kt_json = serde_json::to_value(&kt).unwrap();
+    let kafka = FakeKafka::with_brokers(&[0]);
+    kafka.add_topic("orders", &[&[0]], &[]);
+    let (result, rec) = run(
+        &kt,
+        std::slice::from_ref(&kt),
+        kafka.clone(),
+        vec![
+            step("GET", KC, ok(cluster_json())),
+            step("PATCH", kt_path("orders"), ok(kt_json)),
+        ],
+    )
+    .await;
+    result.expect("reconcile");
+    assert!(removes_finalizer(&rec.calls[1]));
+    assert!(kafka.lock().topics.contains_key("orders"));
+    assert!(kafka.calls().is_empty());
+}

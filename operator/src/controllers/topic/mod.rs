@@ -279,12 +279,11 @@ async fn cleanup_topic(
         info!(topic = %name, cluster = %kt.spec.cluster, "cluster gone, releasing the finalizer");
         return Ok(Action::await_change());
     };
-    if kt
+    let synced_once = kt
         .status
         .as_ref()
-        .and_then(|s| s.topic_id.as_ref())
-        .is_none()
-    {
+        .is_some_and(|s| s.topic_id.is_some() || s.partitions.is_some());
+    if !synced_once {
         // Never created or adopted by this resource: nothing to delete.
         return Ok(Action::await_change());
     }
