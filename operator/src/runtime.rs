@@ -74,30 +74,33 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let client = kube::Client::try_default()
         .await
         .map_err(RunError::Client)?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        info!("shutdown requested");
-        let _ = shutdown_tx.send(true);
-    });
-    run_with_client(client, options, shutdown_rx).await
-}
-
-/// Run with `client` until `shutdown` turns true.
-pub async fn run_with_client(
-    client: kube::Client,
-    options: RunOptions,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), RunError> {
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::new(metrics.clone()));
     let listener = http::bind(options.http_listener)
         .await
         .map_err(|source| RunError::Listen {
             addr: options.http_listener,
             source,
         })?;
-    info!(addr = %options.http_listener, "serving /metrics, /healthz and /readyz");
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown requested");
+        let _ = shutdown_tx.send(true);
+    });
+    run_with_client(client, options, listener, shutdown_rx).await
+}
+
+/// Run with `client`, serving the side port on `listener`, until `shutdown` turns true.
+pub async fn run_with_client(
+    client: kube::Client,
+    options: RunOptions,
+    listener: tokio::net::TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(metrics.clone()));
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "serving /metrics, /healthz and /readyz");
+    }
     let http_task = tokio::spawn(http::serve(
         listener,
         health.clone(),
@@ -119,7 +122,9 @@ pub async fn run_with_client(
     let result = if options.leader_election {
         lead_and_run(&client, &options, &metrics, shutdown.clone()).await
     } else {
+        metrics.set_leader(true);
         run_controllers(&client, &options, &metrics, turned_true(shutdown.clone())).await;
+        metrics.set_leader(false);
         Ok(())
     };
     health.set_ready(false);
@@ -300,5 +305,130 @@ async fn wait_for_signal() {
             warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use ::http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// An API server that answers /version and empty lists, and keeps watches open.
+    /// Records the listed paths.
+    fn quiet_api_server(listed: Arc<Mutex<BTreeSet<String>>>) -> kube::Client {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            let mut handle = std::pin::pin!(handle);
+            let mut open_watches = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                let path = request.uri().path().to_string();
+                let query = request.uri().query().unwrap_or_default().to_string();
+                if query.contains("watch=true") {
+                    // Leave it pending, as a quiet watch is.
+                    open_watches.push(send);
+                    continue;
+                }
+                let body = if path == "/version" {
+                    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0",
+                           "gitCommit": "x", "gitTreeState": "clean",
+                           "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go",
+                           "compiler": "gc", "platform": "linux/amd64"})
+                } else {
+                    listed.lock().expect("lock").insert(path);
+                    json!({"apiVersion": "v1", "kind": "List",
+                           "metadata": {"resourceVersion": "1"}, "items": []})
+                };
+                let response = Response::builder()
+                    .status(200)
+                    .body(Body::from(serde_json::to_vec(&body).expect("json")))
+                    .expect("response");
+                send.send_response(response);
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    }
+
+    #[tokio::test]
+    async fn runs_the_controllers_and_stops_on_shutdown() {
+        let listed = Arc::new(Mutex::new(BTreeSet::new()));
+        let client = quiet_api_server(listed.clone());
+        let listener = http::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let options = RunOptions {
+            namespace: Some("ns".into()),
+            leader_election: false,
+            lease_name: "unused".into(),
+            lease_namespace: None,
+            http_listener: addr,
+            broker_image: "sluice:test".into(),
+            identity: "test".into(),
+        };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let running = tokio::spawn(run_with_client(client, options, listener, shutdown_rx));
+
+        // Ready once the API server answered, and every watched kind gets listed.
+        let expected: BTreeSet<String> = [
+            "/apis/kafka.sluice.dev/v1alpha1/namespaces/ns/kafkaclusters",
+            "/apis/kafka.sluice.dev/v1alpha1/namespaces/ns/kafkatopics",
+            "/apis/apps/v1/namespaces/ns/statefulsets",
+            "/api/v1/namespaces/ns/services",
+            "/api/v1/namespaces/ns/configmaps",
+            "/apis/policy/v1/namespaces/ns/poddisruptionbudgets",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let started = tokio::time::timeout(DEADLINE, async {
+            loop {
+                let ready = http_get(addr, "/readyz")
+                    .await
+                    .is_some_and(|r| r.starts_with("HTTP/1.1 200"));
+                let all_listed = listed.lock().expect("lock").is_superset(&expected);
+                if ready && all_listed {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            started.is_ok(),
+            "not ready in time; listed {:?}",
+            listed.lock().expect("lock")
+        );
+        let metrics = http_get(addr, "/metrics").await.expect("metrics");
+        assert!(metrics.contains("sluice_operator_leader 1"), "{metrics}");
+
+        shutdown_tx.send(true).expect("running");
+        tokio::time::timeout(DEADLINE, running)
+            .await
+            .expect("stopped before the deadline")
+            .expect("join")
+            .expect("clean stop");
+        assert!(
+            http_get(addr, "/healthz").await.is_none(),
+            "side port closed"
+        );
     }
 }
