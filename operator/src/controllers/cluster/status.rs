@@ -1,0 +1,705 @@
+//! Pure decisions of the cluster controller: how many brokers to run (the scale-down
+//! guard), partition health from metadata, broker readiness from pods, and the status
+//! with its conditions.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use sluice_client::ClusterMetadata;
+
+use crate::builders::pod_name;
+use crate::crd::{
+    condition, merge_conditions, BrokerStatus, ConditionStatus, KafkaClusterStatus, Operation,
+    PartitionHealth,
+};
+
+/// Condition types.
+pub const READY: &str = "Ready";
+/// Condition types.
+pub const PROGRESSING: &str = "Progressing";
+/// Condition types.
+pub const DEGRADED: &str = "Degraded";
+
+/// Partition counts over every topic in `md`.
+pub fn partition_health(md: &ClusterMetadata) -> PartitionHealth {
+    let mut health = PartitionHealth::default();
+    for p in md.topics.values().flat_map(|t| &t.partitions) {
+        health.total += 1;
+        if p.isr.len() < p.replicas.len() {
+            health.under_replicated += 1;
+        }
+        if p.leader < 0 {
+            health.offline += 1;
+        }
+    }
+    health
+}
+
+/// Partition replicas held by each broker with id `>= from`, for brokers holding any.
+pub fn replicas_on_brokers_from(md: &ClusterMetadata, from: i32) -> BTreeMap<i32, usize> {
+    let mut held = BTreeMap::new();
+    for p in md.topics.values().flat_map(|t| &t.partitions) {
+        for &b in p.replicas.iter().filter(|&&b| b >= from) {
+            *held.entry(b).or_insert(0) += 1;
+        }
+    }
+    held
+}
+
+/// How many brokers the StatefulSet gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScaleDecision {
+    /// Run this many.
+    Apply(i32),
+    /// Keep `keep` brokers: the scale-down to the spec's count is not safe yet.
+    Blocked {
+        /// Brokers to keep.
+        keep: i32,
+        /// Why, for the status.
+        message: String,
+    },
+}
+
+/// The scale-down guard: never remove a broker that still holds partition replicas.
+/// `current` is the StatefulSet's replica count (`None`: not created yet), `metadata` the
+/// cluster's metadata if it could be read. Scaling to zero stops the whole cluster and is
+/// always allowed (the volumes stay unless `deleteClaimsOnScaleDown`).
+pub fn decide_replicas(
+    desired: i32,
+    current: Option<i32>,
+    metadata: Option<&ClusterMetadata>,
+) -> ScaleDecision {
+    let current = match current {
+        Some(c) if desired < c && desired > 0 => c,
+        _ => return ScaleDecision::Apply(desired),
+    };
+    let removed = if desired + 1 == current {
+        format!("broker {desired}")
+    } else {
+        format!("brokers {desired}..{}", current - 1)
+    };
+    let Some(md) = metadata else {
+        return ScaleDecision::Blocked {
+            keep: current,
+            message: format!(
+                "scale-down from {current} to {desired} brokers waits: the cluster metadata \
+                 cannot be read to check that {removed} hold no partition replicas"
+            ),
+        };
+    };
+    let held = replicas_on_brokers_from(md, desired);
+    if held.is_empty() {
+        return ScaleDecision::Apply(desired);
+    }
+    let total: usize = held.values().sum();
+    let ids = held
+        .keys()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    ScaleDecision::Blocked {
+        keep: current,
+        message: format!(
+            "scale-down from {current} to {desired} brokers waits: broker(s) {ids} still hold \
+             {total} partition replicas, and moving them needs partition reassignment, which \
+             the brokers do not support yet; move or delete those topics' replicas first"
+        ),
+    }
+}
+
+/// Broker entries for ordinals `0..replicas` from the pods found.
+pub fn broker_statuses(cluster: &str, replicas: i32, pods: &[Pod]) -> Vec<BrokerStatus> {
+    (0..replicas.max(0))
+        .map(|id| {
+            let name = pod_name(cluster, id);
+            let ready = pods
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+                .is_some_and(pod_ready);
+            BrokerStatus {
+                id,
+                pod: name,
+                ready,
+            }
+        })
+        .collect()
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// What a reconcile observed, for [`cluster_status`].
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    /// Cluster name.
+    pub name: &'a str,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `spec.replicas`.
+    pub desired_replicas: i32,
+    /// The StatefulSet as last applied (its status may lag).
+    pub statefulset: Option<&'a StatefulSet>,
+    /// Broker pods.
+    pub pods: &'a [Pod],
+    /// Partition health, when the metadata could be read.
+    pub partitions: Option<PartitionHealth>,
+    /// The replica decision taken.
+    pub scale: &'a ScaleDecision,
+    /// Cluster id.
+    pub cluster_id: &'a str,
+    /// Bootstrap address.
+    pub bootstrap_servers: String,
+    /// `status.labelSelector`.
+    pub label_selector: String,
+}
+
+/// Whether the StatefulSet controller has caught up with the last applied spec and every
+/// replica runs the latest revision.
+fn rollout_complete(sts: &StatefulSet, replicas: i32) -> bool {
+    let Some(status) = sts.status.as_ref() else {
+        return false;
+    };
+    let observed = status.observed_generation.unwrap_or(0) >= sts.metadata.generation.unwrap_or(0);
+    let revisions_match = match (&status.current_revision, &status.update_revision) {
+        (Some(c), Some(u)) => c == u,
+        _ => true,
+    };
+    observed
+        && status.replicas == replicas
+        && status.updated_replicas.unwrap_or(0) == replicas
+        && status.ready_replicas.unwrap_or(0) == replicas
+        && revisions_match
+}
+
+/// The status after a successful apply: counts, brokers, partitions and the three
+/// conditions, keeping transition times of unchanged conditions from `old`.
+pub fn cluster_status(
+    obs: &Observation<'_>,
+    old: Option<&KafkaClusterStatus>,
+    now: Timestamp,
+) -> KafkaClusterStatus {
+    let applied = match obs.scale {
+        ScaleDecision::Apply(n) => *n,
+        ScaleDecision::Blocked { keep, .. } => *keep,
+    };
+    let sts_status = obs.statefulset.and_then(|s| s.status.as_ref());
+    let replicas = sts_status.map_or(0, |s| s.replicas);
+    let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let updated = sts_status.and_then(|s| s.updated_replicas).unwrap_or(0);
+    let settled = obs
+        .statefulset
+        .is_some_and(|s| rollout_complete(s, applied));
+    let gen = obs.generation;
+    let c = |t: &str, s: ConditionStatus, r: &str, m: String| condition(t, s, r, m, gen, now);
+
+    let ready_cond = if obs.desired_replicas == 0 && applied == 0 {
+        c(
+            READY,
+            ConditionStatus::False,
+            "ScaledToZero",
+            "spec.replicas is 0: no brokers run".into(),
+        )
+    } else if settled {
+        c(
+            READY,
+            ConditionStatus::True,
+            "AllBrokersReady",
+            format!("{ready}/{applied} brokers ready"),
+        )
+    } else {
+        c(
+            READY,
+            ConditionStatus::False,
+            "BrokersNotReady",
+            format!("{ready}/{applied} brokers ready"),
+        )
+    };
+    let progressing = if settled {
+        c(
+            PROGRESSING,
+            ConditionStatus::False,
+            "Reconciled",
+            "the brokers match the spec".into(),
+        )
+    } else if replicas != applied {
+        c(
+            PROGRESSING,
+            ConditionStatus::True,
+            "Scaling",
+            format!("{replicas} -> {applied} brokers, {ready} ready"),
+        )
+    } else {
+        c(
+            PROGRESSING,
+            ConditionStatus::True,
+            "RollingUpdate",
+            format!("{updated}/{applied} brokers updated, {ready} ready"),
+        )
+    };
+    let degraded = match (&obs.partitions, obs.scale) {
+        (Some(p), _) if p.offline > 0 => c(
+            DEGRADED,
+            ConditionStatus::True,
+            "OfflinePartitions",
+            format!("{} of {} partitions have no leader", p.offline, p.total),
+        ),
+        (_, ScaleDecision::Blocked { message, .. }) => c(
+            DEGRADED,
+            ConditionStatus::True,
+            "ScaleDownBlocked",
+            message.clone(),
+        ),
+        (Some(p), _) if p.under_replicated > 0 => c(
+            DEGRADED,
+            ConditionStatus::True,
+            "UnderReplicatedPartitions",
+            format!(
+                "{} of {} partitions are under-replicated",
+                p.under_replicated, p.total
+            ),
+        ),
+        _ => c(
+            DEGRADED,
+            ConditionStatus::False,
+            "AsExpected",
+            "no known problem".into(),
+        ),
+    };
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let operation = match obs.scale {
+        ScaleDecision::Blocked { message, .. } => Some(Operation {
+            kind: "ScaleDown".into(),
+            phase: "Blocked".into(),
+            // Keep the start time of an operation already recorded.
+            started: old
+                .and_then(|s| s.operation.as_ref())
+                .filter(|o| o.kind == "ScaleDown")
+                .and_then(|o| o.started.clone())
+                .or_else(|| Some(now.to_string())),
+            progress: Some(format!("{applied} -> {} brokers", obs.desired_replicas)),
+            message: Some(message.clone()),
+        }),
+        ScaleDecision::Apply(_) => None,
+    };
+    KafkaClusterStatus {
+        observed_generation: gen,
+        conditions: merge_conditions(old_conditions, vec![ready_cond, progressing, degraded]),
+        replicas,
+        ready_replicas: ready,
+        label_selector: Some(obs.label_selector.clone()),
+        cluster_id: Some(obs.cluster_id.to_string()),
+        bootstrap_servers: Some(obs.bootstrap_servers.clone()),
+        brokers: broker_statuses(obs.name, applied, obs.pods),
+        partitions: obs.partitions.clone(),
+        operation,
+    }
+}
+
+/// The status when the reconcile stopped before observing the brokers (invalid spec, an
+/// apply that failed): the three conditions say why; counts and the rest stay as they were.
+pub fn failure_status(
+    old: Option<&KafkaClusterStatus>,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> KafkaClusterStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    let conditions = vec![
+        condition(
+            READY,
+            ConditionStatus::False,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+        condition(
+            PROGRESSING,
+            ConditionStatus::False,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+        condition(
+            DEGRADED,
+            ConditionStatus::True,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+    ];
+    status.conditions = merge_conditions(&status.conditions, conditions);
+    status.observed_generation = generation;
+    status
+}
+
+/// The status of a paused cluster: as it was, with `Progressing=False, reason Paused`.
+pub fn paused_status(
+    old: Option<&KafkaClusterStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> KafkaClusterStatus {
+    let mut status = old.cloned().unwrap_or_default();
+    let mut conditions: Vec<Condition> = status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != PROGRESSING)
+        .cloned()
+        .collect();
+    conditions.push(condition(
+        PROGRESSING,
+        ConditionStatus::False,
+        "Paused",
+        "spec.paused is true: the operator changes nothing until it is set back to false",
+        generation,
+        now,
+    ));
+    status.conditions = merge_conditions(&status.conditions, conditions);
+    status
+}
+
+/// Whether `status` says the cluster is paused.
+pub fn is_paused_status(status: Option<&KafkaClusterStatus>) -> bool {
+    status.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == PROGRESSING && c.reason == "Paused")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::StatefulSetStatus;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use sluice_client::{PartitionMetadata, TopicMetadata};
+
+    use super::*;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).expect("timestamp")
+    }
+
+    /// Metadata with one topic whose partitions are `(leader, replicas, isr)`.
+    fn md(parts: &[(i32, &[i32], &[i32])]) -> ClusterMetadata {
+        let mut md = ClusterMetadata::default();
+        md.topics.insert(
+            "t".into(),
+            TopicMetadata {
+                name: "t".into(),
+                topic_id: uuid::Uuid::nil(),
+                error_code: 0,
+                is_internal: false,
+                partitions: parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (leader, replicas, isr))| PartitionMetadata {
+                        partition: i as i32,
+                        error_code: 0,
+                        leader: *leader,
+                        leader_epoch: 0,
+                        replicas: replicas.to_vec(),
+                        isr: isr.to_vec(),
+                        offline_replicas: vec![],
+                    })
+                    .collect(),
+            },
+        );
+        md
+    }
+
+    #[test]
+    fn partition_health_counts() {
+        let m = md(&[
+            (0, &[0, 1, 2], &[0, 1, 2]),
+            (1, &[1, 2, 0], &[1]),
+            (-1, &[2], &[]),
+        ]);
+        assert_eq!(
+            partition_health(&m),
+            PartitionHealth {
+                total: 3,
+                under_replicated: 2,
+                offline: 1
+            }
+        );
+        assert_eq!(
+            partition_health(&ClusterMetadata::default()),
+            PartitionHealth::default()
+        );
+    }
+
+    #[test]
+    fn scale_up_and_first_creation_apply() {
+        assert_eq!(decide_replicas(3, None, None), ScaleDecision::Apply(3));
+        assert_eq!(decide_replicas(5, Some(3), None), ScaleDecision::Apply(5));
+        assert_eq!(decide_replicas(3, Some(3), None), ScaleDecision::Apply(3));
+        assert_eq!(decide_replicas(0, Some(3), None), ScaleDecision::Apply(0));
+    }
+
+    #[test]
+    fn scale_down_waits_for_empty_brokers() {
+        let busy = md(&[
+            (0, &[0, 3], &[0, 3]),
+            (1, &[1, 4], &[1, 4]),
+            (3, &[3], &[3]),
+        ]);
+        match decide_replicas(3, Some(5), Some(&busy)) {
+            ScaleDecision::Blocked { keep, message } => {
+                assert_eq!(keep, 5);
+                assert!(
+                    message.contains("broker(s) 3, 4 still hold 3 partition replicas"),
+                    "{message}"
+                );
+                assert!(message.contains("from 5 to 3"), "{message}");
+            }
+            other => panic!("expected a block, got {other:?}"),
+        }
+        let idle = md(&[(0, &[0, 1], &[0, 1])]);
+        assert_eq!(
+            decide_replicas(2, Some(3), Some(&idle)),
+            ScaleDecision::Apply(2)
+        );
+        match decide_replicas(2, Some(3), None) {
+            ScaleDecision::Blocked { keep: 3, message } => {
+                assert!(message.contains("cannot be read"), "{message}");
+                assert!(message.contains("broker 2 hold"), "{message}");
+            }
+            other => panic!("expected a block, got {other:?}"),
+        }
+    }
+
+    fn pod(name: &str, ready: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn brokers_from_pods() {
+        let pods = [pod("demo-kafka-0", true), pod("demo-kafka-2", false)];
+        let b = broker_statuses("demo", 3, &pods);
+        assert_eq!(
+            b,
+            vec![
+                BrokerStatus {
+                    id: 0,
+                    pod: "demo-kafka-0".into(),
+                    ready: true
+                },
+                BrokerStatus {
+                    id: 1,
+                    pod: "demo-kafka-1".into(),
+                    ready: false
+                },
+                BrokerStatus {
+                    id: 2,
+                    pod: "demo-kafka-2".into(),
+                    ready: false
+                },
+            ]
+        );
+    }
+
+    fn sts(generation: i64, observed: i64, replicas: i32, ready: i32, updated: i32) -> StatefulSet {
+        StatefulSet {
+            metadata: ObjectMeta {
+                generation: Some(generation),
+                ..Default::default()
+            },
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(observed),
+                replicas,
+                ready_replicas: Some(ready),
+                updated_replicas: Some(updated),
+                current_revision: Some("r1".into()),
+                update_revision: Some("r1".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn observe<'a>(
+        s: Option<&'a StatefulSet>,
+        scale: &'a ScaleDecision,
+        partitions: Option<PartitionHealth>,
+    ) -> Observation<'a> {
+        Observation {
+            name: "demo",
+            generation: Some(4),
+            desired_replicas: 3,
+            statefulset: s,
+            pods: &[],
+            partitions,
+            scale,
+            cluster_id: "id",
+            bootstrap_servers: "b:9092".into(),
+            label_selector: "sel".into(),
+        }
+    }
+
+    fn cond<'a>(s: &'a KafkaClusterStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).expect(t)
+    }
+
+    #[test]
+    fn settled_cluster_is_ready() {
+        let s = sts(2, 2, 3, 3, 3);
+        let scale = ScaleDecision::Apply(3);
+        let st = cluster_status(
+            &observe(Some(&s), &scale, Some(PartitionHealth::default())),
+            None,
+            ts(10),
+        );
+        assert_eq!(st.observed_generation, Some(4));
+        assert_eq!((st.replicas, st.ready_replicas), (3, 3));
+        assert_eq!(cond(&st, READY).status, "True");
+        assert_eq!(cond(&st, READY).reason, "AllBrokersReady");
+        assert_eq!(cond(&st, READY).message, "3/3 brokers ready");
+        assert_eq!(cond(&st, PROGRESSING).status, "False");
+        assert_eq!(cond(&st, DEGRADED).status, "False");
+        assert_eq!(st.cluster_id.as_deref(), Some("id"));
+        assert_eq!(st.bootstrap_servers.as_deref(), Some("b:9092"));
+        assert_eq!(st.label_selector.as_deref(), Some("sel"));
+        assert_eq!(st.brokers.len(), 3);
+        assert_eq!(st.operation, None);
+        assert!(cond(&st, READY).observed_generation == Some(4));
+    }
+
+    #[test]
+    fn rolling_and_scaling_are_progressing() {
+        let scale = ScaleDecision::Apply(3);
+        let rolling = sts(3, 3, 3, 2, 1);
+        let st = cluster_status(&observe(Some(&rolling), &scale, None), None, ts(10));
+        assert_eq!(cond(&st, READY).status, "False");
+        assert_eq!(cond(&st, PROGRESSING).reason, "RollingUpdate");
+        assert_eq!(
+            cond(&st, PROGRESSING).message,
+            "1/3 brokers updated, 2 ready"
+        );
+        let stale = sts(3, 2, 3, 3, 3);
+        let st = cluster_status(&observe(Some(&stale), &scale, None), None, ts(10));
+        assert_eq!(
+            cond(&st, PROGRESSING).status,
+            "True",
+            "generation not observed yet"
+        );
+        let scaling = sts(3, 3, 1, 1, 1);
+        let st = cluster_status(&observe(Some(&scaling), &scale, None), None, ts(10));
+        assert_eq!(cond(&st, PROGRESSING).reason, "Scaling");
+        assert_eq!(cond(&st, PROGRESSING).message, "1 -> 3 brokers, 1 ready");
+        let st = cluster_status(&observe(None, &scale, None), None, ts(10));
+        assert_eq!(cond(&st, READY).reason, "BrokersNotReady");
+    }
+
+    #[test]
+    fn degraded_reasons_in_priority_order() {
+        let s = sts(2, 2, 3, 3, 3);
+        let ok = ScaleDecision::Apply(3);
+        let blocked = ScaleDecision::Blocked {
+            keep: 3,
+            message: "m".into(),
+        };
+        let under = PartitionHealth {
+            total: 4,
+            under_replicated: 1,
+            offline: 0,
+        };
+        let offline = PartitionHealth {
+            total: 4,
+            under_replicated: 1,
+            offline: 2,
+        };
+        let st = cluster_status(&observe(Some(&s), &ok, Some(under.clone())), None, ts(1));
+        assert_eq!(cond(&st, DEGRADED).reason, "UnderReplicatedPartitions");
+        assert_eq!(
+            cond(&st, DEGRADED).message,
+            "1 of 4 partitions are under-replicated"
+        );
+        let st = cluster_status(&observe(Some(&s), &blocked, Some(under)), None, ts(1));
+        assert_eq!(cond(&st, DEGRADED).reason, "ScaleDownBlocked");
+        let op = st.operation.clone().expect("operation");
+        assert_eq!(
+            (op.kind.as_str(), op.phase.as_str()),
+            ("ScaleDown", "Blocked")
+        );
+        assert_eq!(op.progress.as_deref(), Some("3 -> 3 brokers"));
+        let st2 = cluster_status(&observe(Some(&s), &blocked, None), Some(&st), ts(99));
+        assert_eq!(
+            st2.operation.unwrap().started,
+            op.started,
+            "start time kept"
+        );
+        let st = cluster_status(&observe(Some(&s), &blocked, Some(offline)), None, ts(1));
+        assert_eq!(cond(&st, DEGRADED).reason, "OfflinePartitions");
+    }
+
+    #[test]
+    fn transition_times_survive_reconciles() {
+        let s = sts(2, 2, 3, 3, 3);
+        let scale = ScaleDecision::Apply(3);
+        let first = cluster_status(&observe(Some(&s), &scale, None), None, ts(10));
+        let second = cluster_status(&observe(Some(&s), &scale, None), Some(&first), ts(20));
+        assert_eq!(cond(&second, READY).last_transition_time, Time(ts(10)));
+    }
+
+    #[test]
+    fn failure_and_pause_keep_the_rest() {
+        let s = sts(2, 2, 3, 3, 3);
+        let scale = ScaleDecision::Apply(3);
+        let ok = cluster_status(&observe(Some(&s), &scale, None), None, ts(10));
+        let failed = failure_status(Some(&ok), Some(5), "ApplyFailed", "boom", ts(20));
+        assert_eq!(failed.ready_replicas, 3);
+        assert_eq!(failed.observed_generation, Some(5));
+        assert_eq!(cond(&failed, READY).reason, "ApplyFailed");
+        assert_eq!(cond(&failed, READY).message, "boom");
+        assert_eq!(cond(&failed, DEGRADED).status, "True");
+        let paused = paused_status(Some(&ok), Some(6), ts(30));
+        assert!(is_paused_status(Some(&paused)));
+        assert!(!is_paused_status(Some(&ok)));
+        assert_eq!(
+            paused.observed_generation,
+            Some(4),
+            "a paused spec is not observed"
+        );
+        assert_eq!(cond(&paused, READY), cond(&ok, READY));
+        assert_eq!(cond(&paused, PROGRESSING).reason, "Paused");
+        assert_eq!(paused.conditions.len(), 3);
+    }
+
+    #[test]
+    fn scaled_to_zero() {
+        let s = sts(2, 2, 0, 0, 0);
+        let scale = ScaleDecision::Apply(0);
+        let mut o = observe(Some(&s), &scale, None);
+        o.desired_replicas = 0;
+        let st = cluster_status(&o, None, ts(1));
+        assert_eq!(cond(&st, READY).reason, "ScaledToZero");
+        assert!(st.brokers.is_empty());
+    }
+}

@@ -1,0 +1,281 @@
+//! Turning a `KafkaCluster` into a checked [`ClusterView`] the builders can trust.
+//!
+//! The API server already enforces the CRD's schema and CEL rules; this re-checks what the
+//! builders rely on (so a resource created before a rule existed, or a `render` input file,
+//! gets a clear error instead of a bad object) and what CEL cannot express cheaply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{KafkaCluster, PodTemplate, OPERATOR_OWNED_CONFIG_KEYS};
+
+/// Longest cluster name: pod names `<name>-kafka-<ordinal>` plus the StatefulSet's
+/// `controller-revision-hash` label value (`<name>-kafka-<10 chars>`) must fit in 63.
+pub const MAX_CLUSTER_NAME_LEN: usize = 46;
+
+/// Everything wrong with a spec, one message per problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid KafkaCluster: {}", .0.join("; "))]
+pub struct InvalidSpec(pub Vec<String>);
+
+/// A validated `KafkaCluster`: what the builders need, nothing optional left to guess.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterView {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// Controller owner reference to put on every built object.
+    pub owner: OwnerReference,
+    /// Number of brokers.
+    pub replicas: i32,
+    /// Broker image.
+    pub image: String,
+    /// Size of each broker volume.
+    pub storage_size: Quantity,
+    /// StorageClass of the volumes (`None`: cluster default).
+    pub storage_class: Option<String>,
+    /// Delete claims of brokers removed by a scale-down.
+    pub delete_claims_on_scale_down: bool,
+    /// Broker container resources.
+    pub resources: Option<ResourceRequirements>,
+    /// `spec.config` (checked: keys safe for a properties file, no operator-owned key).
+    pub config: BTreeMap<String, String>,
+    /// Pod extras.
+    pub pod_template: PodTemplate,
+    /// Kafka cluster id.
+    pub cluster_id: String,
+}
+
+/// Check `cluster` and build its view. `default_image` is used when `spec.image` is unset;
+/// `cluster_id` is the id to configure (from status, or freshly generated).
+pub fn validate_cluster(
+    cluster: &KafkaCluster,
+    default_image: &str,
+    cluster_id: &str,
+) -> Result<ClusterView, InvalidSpec> {
+    let mut problems = Vec::new();
+    let name = cluster.name_any();
+    if !is_dns_label(&name) || name.len() > MAX_CLUSTER_NAME_LEN {
+        problems.push(format!(
+            "metadata.name `{name}` must be a DNS label of at most {MAX_CLUSTER_NAME_LEN} characters \
+             (lowercase letters, digits and '-', starting with a letter)"
+        ));
+    }
+    let namespace = cluster.namespace().unwrap_or_default();
+    if namespace.is_empty() {
+        problems.push("metadata.namespace is not set".to_string());
+    }
+    let owner = cluster.controller_owner_ref(&()).map(|mut o| {
+        o.block_owner_deletion = Some(true);
+        o
+    });
+    if owner.is_none() {
+        problems.push("metadata.uid is not set".to_string());
+    }
+    let spec = &cluster.spec;
+    if spec.replicas < 0 {
+        problems.push(format!("spec.replicas must be >= 0, got {}", spec.replicas));
+    }
+    if !is_quantity(&spec.storage.size.0) {
+        problems.push(format!(
+            "spec.storage.size `{}` is not a positive quantity such as 10Gi",
+            spec.storage.size.0
+        ));
+    }
+    if let Some(class) = &spec.storage.storage_class_name {
+        if class.is_empty() {
+            problems.push("spec.storage.storageClassName is empty".to_string());
+        }
+    }
+    let image = spec
+        .image
+        .clone()
+        .unwrap_or_else(|| default_image.to_string());
+    if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+        problems.push(format!("image `{image}` is not a valid image reference"));
+    }
+    for (key, value) in &spec.config {
+        if OPERATOR_OWNED_CONFIG_KEYS.contains(&key.as_str()) {
+            problems.push(format!(
+                "spec.config may not set `{key}`: the operator sets it"
+            ));
+        } else if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            problems.push(format!(
+                "spec.config key `{key}` may only contain ASCII letters, digits, '.', '_' and '-'"
+            ));
+        }
+        if value.contains(['\n', '\r']) {
+            problems.push(format!(
+                "spec.config value of `{key}` contains a line break"
+            ));
+        }
+    }
+    if cluster_id.len() != 22 {
+        problems.push(format!("cluster id `{cluster_id}` is not 22 characters"));
+    }
+    match (owner, problems.is_empty()) {
+        (Some(owner), true) => Ok(ClusterView {
+            name,
+            namespace,
+            owner,
+            replicas: spec.replicas,
+            image,
+            storage_size: spec.storage.size.clone(),
+            storage_class: spec.storage.storage_class_name.clone(),
+            delete_claims_on_scale_down: spec.storage.delete_claims_on_scale_down,
+            resources: spec.resources.clone(),
+            config: spec.config.clone(),
+            pod_template: spec.pod_template.clone().unwrap_or_default(),
+            cluster_id: cluster_id.to_string(),
+        }),
+        _ => Err(InvalidSpec(problems)),
+    }
+}
+
+/// RFC 1035 label: what Service names need.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A positive Kubernetes quantity: a decimal number with an optional binary or decimal SI
+/// suffix or exponent (`10Gi`, `500M`, `1e9`, `1073741824`).
+fn is_quantity(s: &str) -> bool {
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits_end);
+    let valid_number = !number.is_empty()
+        && number != "."
+        && number.matches('.').count() <= 1
+        && number.chars().any(|c| c != '0' && c != '.');
+    let valid_suffix = matches!(
+        suffix,
+        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "k" | "M" | "G" | "T" | "P" | "E"
+    ) || suffix.strip_prefix(['e', 'E']).is_some_and(|exp| {
+        let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+        !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit())
+    });
+    valid_number && valid_suffix
+}
+
+/// A new Kafka cluster id: a random UUID as 22 characters of URL-safe base64 (no padding),
+/// the form Kafka's `kafka-storage random-uuid` prints.
+pub fn new_cluster_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(crate) const UID: &str = "6f0c2c1e-5b7a-4d7e-9a51-3f1e2d4c5b6a";
+    pub(crate) const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
+
+    /// A `KafkaCluster` as the API server would return it, with `spec` as given.
+    pub(crate) fn cluster(spec: serde_json::Value) -> KafkaCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "kafka.sluice.dev/v1alpha1",
+            "kind": "KafkaCluster",
+            "metadata": {"name": "demo", "namespace": "ns", "uid": UID, "generation": 1},
+            "spec": spec,
+        }))
+        .expect("valid KafkaCluster")
+    }
+
+    #[test]
+    fn minimal_spec_gets_defaults() {
+        let kc = cluster(json!({"replicas": 3, "storage": {"size": "10Gi"}}));
+        let view = validate_cluster(&kc, "sluice:test", CLUSTER_ID).expect("valid");
+        assert_eq!(view.name, "demo");
+        assert_eq!(view.namespace, "ns");
+        assert_eq!(view.image, "sluice:test");
+        assert_eq!(view.replicas, 3);
+        assert_eq!(view.storage_size, Quantity("10Gi".into()));
+        assert_eq!(view.storage_class, None);
+        assert!(!view.delete_claims_on_scale_down);
+        assert_eq!(view.pod_template, PodTemplate::default());
+        assert_eq!(view.owner.kind, "KafkaCluster");
+        assert_eq!(view.owner.api_version, "kafka.sluice.dev/v1alpha1");
+        assert_eq!(view.owner.uid, UID);
+        assert_eq!(view.owner.controller, Some(true));
+        assert_eq!(view.owner.block_owner_deletion, Some(true));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let mut kc = cluster(json!({
+            "replicas": -1,
+            "image": "bad image",
+            "storage": {"size": "ten gigs", "storageClassName": ""},
+            "config": {"log.dirs": "/x", "bad key": "v", "ok.key": "line\nbreak"},
+        }));
+        kc.metadata.name = Some("Demo_Cluster".into());
+        kc.metadata.uid = None;
+        let err = validate_cluster(&kc, "sluice:test", "short").unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "metadata.name `Demo_Cluster` must be a DNS label",
+            "metadata.uid is not set",
+            "spec.replicas must be >= 0, got -1",
+            "spec.storage.size `ten gigs`",
+            "storageClassName is empty",
+            "image `bad image`",
+            "may not set `log.dirs`",
+            "key `bad key` may only contain",
+            "value of `ok.key` contains a line break",
+            "cluster id `short`",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in {text}");
+        }
+        assert_eq!(err.0.len(), 10);
+    }
+
+    #[test]
+    fn long_names_are_refused() {
+        let mut kc = cluster(json!({"replicas": 1, "storage": {"size": "1Gi"}}));
+        kc.metadata.name = Some("a".repeat(MAX_CLUSTER_NAME_LEN));
+        assert!(validate_cluster(&kc, "i", CLUSTER_ID).is_ok());
+        kc.metadata.name = Some("a".repeat(MAX_CLUSTER_NAME_LEN + 1));
+        assert!(validate_cluster(&kc, "i", CLUSTER_ID).is_err());
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["10Gi", "1", "500M", "1.5Gi", "+2Ti", "1e9", "3E+2", "0.5"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in [
+            "", "Gi", "0", "0Gi", "-1Gi", "1GB", "1..2", ".", "1 Gi", "1e", "ten",
+        ] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cluster_ids_are_22_url_safe_chars_and_random() {
+        let a = new_cluster_id();
+        let b = new_cluster_id();
+        assert_eq!(a.len(), 22);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_ne!(a, b);
+    }
+}
