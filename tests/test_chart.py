@@ -18,6 +18,7 @@ the operator builds, checked offline: no Kubernetes API server exists on these m
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -148,7 +149,8 @@ def kubernetes_validate(tmp_path: Path, docs: list[dict], name: str = "manifests
     out = proc.stdout + proc.stderr
     problems = [line for line in out.splitlines() if not line.startswith("INFO ")]
     passed = [line for line in out.splitlines() if line.startswith("INFO ") and " passed " in line]
-    assert proc.returncode == 0 and not problems, f"kubernetes-validate --strict:\n{out}"
+    assert proc.returncode == 0 and not problems, \
+        f"kubernetes-validate --strict (exit {proc.returncode}):\n" + "\n".join(problems)
     assert len(passed) == len(docs) * len(KUBE_VERSIONS), out
 
 
@@ -625,3 +627,41 @@ def test_operator_accepts_the_deployment_args(tmp_path, scenario):
     assert container["command"] == ["sluice-operator"]
     proc = run_operator(*container["args"], "--help")
     assert proc.returncode == 0, f"sluice-operator {' '.join(container['args'])}:\n{proc.stderr}"
+
+
+# --- Dockerfile ----------------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
+    return [tuple(line.split(None, 1)) for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_dockerfile_matches_the_chart_and_the_pod_contract(tmp_path):
+    instructions = dockerfile_instructions()
+    froms = [args for op, args in instructions if op == "FROM"]
+    assert froms[0].startswith("rust:1-bookworm AS builder")
+    assert froms[-1].startswith("gcr.io/distroless/cc-debian12:nonroot"), "runtime: minimal, no shell"
+    build = next(args for op, args in instructions if op == "RUN" and "cargo build" in args)
+    assert "--release --locked -p sluice-broker -p sluice-operator" in build
+    # The binaries the chart's Deployment and the broker pods run are on PATH in the image.
+    for binary in ("sluice-broker", "sluice-operator"):
+        assert f"/out/usr/local/bin/{binary}" in build
+    assert [args for op, args in instructions if op == "USER"] == ["65532:65532"]
+    pod_security = one(render(tmp_path), "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert pod_security["runAsUser"] == 65532 and pod_security["runAsNonRoot"] is True
+    assert [args for op, args in instructions if op == "EXPOSE"] == ["9092 9644 8080"]
+    # SLUICE_* variables would override the configuration file the operator gives broker pods.
+    assert not [args for op, args in instructions if op == "ENV" and "SLUICE_" in args]
+    assert not [op for op, _ in instructions if op == "ENTRYPOINT"], "Kubernetes sets the command"
+
+
+def test_dockerfile_builds_workspace_packages():
+    require_operator()
+    proc = subprocess.run(["cargo", "metadata", "--no-deps", "--format-version", "1", "--offline"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    packages = {p["name"] for p in json.loads(proc.stdout)["packages"]}
+    assert {"sluice-broker", "sluice-operator"} <= packages
