@@ -455,6 +455,16 @@ def test_crd_template_rejects_a_file_that_is_not_a_crd(tmp_path):
     assert "files/crds/broken.yaml is not a single CustomResourceDefinition document" in proc.stderr, proc.stderr
 
 
+def test_packaged_chart_renders_the_same(tmp_path):
+    """What `helm package` ships (after .helmignore) renders what the source tree renders: the
+    CRD files under files/ must not be left out."""
+    run_helm(tmp_path, "package", str(CHART), "--destination", str(tmp_path / "pkg"))
+    (archive,) = (tmp_path / "pkg").glob("sluice-operator-*.tgz")
+    packaged = parse_docs(template(tmp_path, chart=archive).stdout)
+    assert packaged == render(tmp_path)
+    assert len(by_kind(packaged, "CustomResourceDefinition")) == 2
+
+
 # --- NOTES.txt -----------------------------------------------------------------------------------
 
 
