@@ -486,12 +486,12 @@ def test_notes_give_the_next_steps(tmp_path):
     notes = render_notes(tmp_path, {})
     for line in [
         f"kubectl -n {RELEASE_NS} rollout status deployment/{FULLNAME}",
-        f"kubectl -n {RELEASE_NS} apply -f examples/kafkacluster.yaml",
-        f"kubectl -n {RELEASE_NS} apply -f examples/kafkatopic.yaml",
-        f"kubectl -n {RELEASE_NS} get kc -w",
-        f"kubectl -n {RELEASE_NS} scale kc demo --replicas=5",
-        f"kubectl -n {RELEASE_NS} port-forward pod/demo-kafka-0 9092:9092",
-        f"127.0.0.2  demo-kafka-1.demo-kafka-brokers.{RELEASE_NS}.svc",
+        "kubectl -n default apply -f examples/kafkacluster.yaml",
+        "kubectl -n default apply -f examples/kafkatopic.yaml",
+        "kubectl -n default get kc -w",
+        "kubectl -n default scale kc demo --replicas=5",
+        "kubectl -n default port-forward pod/demo-kafka-0 9092:9092",
+        "127.0.0.2  demo-kafka-1.demo-kafka-brokers.default.svc",
         "KafkaProducer(bootstrap_servers='localhost:9092')",
     ]:
         assert line in notes, f"{line!r} not in NOTES:\n{notes}"
@@ -501,6 +501,7 @@ def test_notes_give_the_next_steps(tmp_path):
 
     namespaced = render_notes(tmp_path / "ns", SCENARIOS["namespaced"])
     assert "kubectl -n team-a apply -f examples/kafkacluster.yaml" in namespaced
+    assert "demo-kafka-0.demo-kafka-brokers.team-a.svc" in namespaced
     assert "in: team-a,team-b" in namespaced
 
 
