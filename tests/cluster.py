@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import kafka_wire as wire
-from conftest import BROKER_BIN, READY_RE, RDKAFKA_LOG, _set_pdeathsig, rdkafka_conf
+from conftest import BROKER_BIN, READY_RE, _set_pdeathsig, rdkafka_conf
 from conftest import wait_until as _wait_until
 
 try:  # only the fixtures need pytest; bench/failover.py runs without it
@@ -353,6 +353,7 @@ class Cluster:
         self.formed = False  # True once any broker printed its ready line with these ports
         self._admin = None
         self._kp_admin = None
+        self._workloads: list = []
         self._assign_ports()
 
     def __getitem__(self, i: int) -> ClusterBroker:
@@ -518,8 +519,15 @@ class Cluster:
         self.start(i, timeout)
 
     def teardown(self) -> list[str]:
-        """SIGKILLs every process; returns problems (unexpected exits, panics)."""
+        """Stops the tracked producer/consumer threads, SIGKILLs every process; returns problems
+        (unexpected exits, panics)."""
         problems = []
+        for w in self._workloads:
+            try:
+                w.close()
+            except Exception as e:  # noqa: BLE001 - teardown goes on
+                problems.append(f"closing {w!r}: {e!r}")
+        self._workloads.clear()
         for b in self.brokers:
             if b.proc is None:
                 continue
@@ -581,7 +589,8 @@ class Cluster:
         try:
             _wait_until(check, timeout, interval=0.1, msg=f"{b.name} /readyz 200")
         except AssertionError as e:
-            raise AssertionError(f"{e} (last answer {last[0]!r})\n" + self.logs_tail(30)) from None
+            raise AssertionError(f"{e} (last answer {last[0]!r})\n" + self.describe() + "\n"
+                                 + self.logs_tail(30)) from None
 
     def wait_all_ready(self, timeout: float = 60.0, ids=None):
         deadline = time.monotonic() + timeout
@@ -589,8 +598,41 @@ class Cluster:
             self.wait_ready(i, max(0.5, deadline - time.monotonic()))
 
     @staticmethod
-    def wait_until(cond, timeout: float = 30.0, interval: float = 0.05, msg: str = "condition"):
-        return _wait_until(cond, timeout, interval, msg)
+    def wait_until(cond, timeout: float = 30.0, interval: float = 0.05, msg: str = "condition", detail=None):
+        """conftest's wait_until; on timeout, `detail()` (if given) is added to the message to
+        show the state that was waited on."""
+        try:
+            return _wait_until(cond, timeout, interval, msg)
+        except AssertionError as e:
+            if detail is None:
+                raise
+            try:
+                extra = detail()
+            except Exception as de:  # noqa: BLE001 - the original failure matters more
+                extra = f"(no detail: {de!r})"
+            raise AssertionError(f"{e}\n{extra}") from None
+
+    def describe(self, topics: list[str] | None = None) -> str:
+        """Each live broker's view: brokers, controller, and each partition's leader/epoch/replicas/ISR."""
+        lines = []
+        for i in self.live_ids():
+            try:
+                md = self.metadata(i, topics)
+            except Exception as e:  # noqa: BLE001 - diagnostics only
+                lines.append(f"  broker{i}: no metadata ({e!r})")
+                continue
+            lines.append(f"  broker{i}: brokers={sorted(md.brokers)} controller={md.controller_id} "
+                         f"cluster={md.cluster_id}")
+            for name, t in sorted(md.topics.items()):
+                if topics is None and name.startswith("__"):
+                    continue
+                for p in t.partitions.values():
+                    lines.append(f"    {name}-{p.partition}: error={p.error_code} leader={p.leader} "
+                                 f"epoch={p.leader_epoch} replicas={p.replicas} isr={p.isr} offline={p.offline}")
+                if t.error_code:
+                    lines.append(f"    {name}: error {t.error_code}")
+        down = [b.name + (" (paused)" if b.paused else "") for b in self.brokers if not b.live()]
+        return "cluster state:\n" + "\n".join(lines) + (f"\n  not live: {down}" if down else "")
 
     def logs_tail(self, lines: int = 40, ids=None) -> str:
         ids = range(self.n) if ids is None else ids
@@ -632,6 +674,19 @@ class Cluster:
     def leaders(self, topic: str, partitions: int) -> dict[int, int]:
         return {p: self.leader_of(topic, p) for p in range(partitions)}
 
+    def wait_leader_change(self, topic: str, partition: int, old: int, timeout: float = 30.0) -> int:
+        """Until a live broker other than `old` leads the partition; returns its id."""
+        box = {}
+
+        def moved():
+            leader = self.leader_of(topic, partition)
+            box["last"] = leader
+            return leader not in (-1, old)
+
+        self.wait_until(moved, timeout, 0.05, msg=f"{topic}-{partition} led by a broker other than {old}",
+                        detail=lambda: self.describe([topic]))
+        return box["last"]
+
     def controller(self, ids=None) -> int:
         """The controller id all answering live brokers agree on, else -1."""
         got = {md.controller_id for md in self.metadata_all(None, ids).values()}
@@ -654,9 +709,22 @@ class Cluster:
                         return False
             return mds
 
-        return self.wait_until(ok, timeout, 0.1, msg=f"{topic}: {partitions} partitions, rf {rf}, full ISR, led")
+        return self.wait_until(ok, timeout, 0.1, msg=f"{topic}: {partitions} partitions, rf {rf}, full ISR, led",
+                               detail=lambda: self.describe([topic]))
 
     # --- clients ---------------------------------------------------------------------------------
+
+    def producer(self, topic: str, partitions: int, ids=None, **kw) -> "ContinuousProducer":
+        """A started ContinuousProducer bootstrapping from `ids` (default all brokers), closed
+        at teardown if the test does not stop it."""
+        p = ContinuousProducer(self.bootstrap_servers(ids), topic, partitions, **kw)
+        self._workloads.append(p)
+        return p.start()
+
+    def tail_consumer(self, topic: str, partitions: int, ids=None, **kw) -> "TailConsumer":
+        t = TailConsumer(self.bootstrap_servers(ids), topic, partitions, **kw)
+        self._workloads.append(t)
+        return t.start()
 
     def admin(self):
         """A confluent-kafka AdminClient over all brokers, kept for the cluster's lifetime."""
@@ -687,7 +755,8 @@ class Cluster:
         if assignment is not None:
             kw["replica_assignment"] = assignment
             partitions, rf = len(assignment), len(assignment[0])
-            t = NewTopic(name, **kw)
+            # librdkafka: the partition count given, the replication factor left unset (-1)
+            t = NewTopic(name, num_partitions=partitions, **kw)
         else:
             t = NewTopic(name, num_partitions=partitions, replication_factor=rf, **kw)
         self.admin().create_topics([t], operation_timeout=timeout)[name].result(timeout + 10)
@@ -828,6 +897,16 @@ class ContinuousProducer:
         self.check()
         assert self.unflushed == 0, f"{self.name}: {self.unflushed} records without a delivery report after flush"
 
+    def close(self):
+        """Stops without waiting for outstanding deliveries (teardown after a failure)."""
+        if self._thread.is_alive():
+            self.flush_timeout = 0.0
+            self._stop.set()
+            self._thread.join(15)
+
+    def __repr__(self):
+        return f"<ContinuousProducer {self.name} {self.topic}>"
+
     def summary(self) -> str:
         return (f"{self.name}: produced={self.produced} acknowledged={len(self.acked)} failed={len(self.failed)} "
                 f"per partition={self.acked_by_partition}")
@@ -923,6 +1002,13 @@ class TailConsumer:
         assert not self._thread.is_alive(), f"{self.name} did not stop"
         if self._exc is not None:
             raise AssertionError(f"{self.name} failed: {self._exc!r}")
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(15)
+
+    def __repr__(self):
+        return f"<TailConsumer {self.name} {self.topic}>"
 
 
 def high_watermarks(bootstrap: str, topic: str, partitions: int, timeout: float = 30.0) -> dict[int, int]:
