@@ -47,7 +47,7 @@ def test_cluster_chaos(make_cluster, topic):
         return c.leader_of(topic, p)
 
     # 1. A non-leader broker crashes and comes back.
-    leader0, controller = leader(0), c.controller()
+    leader0, controller = leader(0), c.wait_controller()
     assert leader0 >= 0, "partition 0 has no leader"
     candidates = [i for i in range(3) if i != leader0]
     victim = next((i for i in candidates if i != controller), candidates[0])

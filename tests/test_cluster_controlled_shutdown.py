@@ -26,7 +26,7 @@ def test_controlled_shutdown(make_cluster, topic):
 
     # A partition leader that is not the controller: the others learn of the leadership change
     # from the controller, so what they show is what the cluster decided.
-    controller = c.controller()
+    controller = c.wait_controller()
     leaders = c.leaders(topic, PARTITIONS)
     candidates = sorted({l for l in leaders.values() if l >= 0 and l != controller})
     assert candidates, f"the controller broker{controller} leads every partition: {leaders}"
