@@ -33,6 +33,7 @@ import collections
 import os
 import random
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,7 +58,6 @@ START_TIMEOUT = float(os.environ.get("SLUICE_START_TIMEOUT", "60"))
 STOP_TIMEOUT = float(os.environ.get("SLUICE_STOP_TIMEOUT", "45"))
 
 # Kafka error codes the cluster tests look at.
-NOT_LEADER_OR_FOLLOWER = 6
 REQUEST_TIMED_OUT = 7
 NOT_ENOUGH_REPLICAS = 19
 NOT_ENOUGH_REPLICAS_AFTER_APPEND = 20
@@ -211,10 +211,6 @@ class ClusterBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def http_address(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
-
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -292,10 +288,11 @@ class ClusterBroker:
                 while True:
                     chunk = os.read(fd, 65536)
                     if not chunk:
-                        return
+                        break
                     self._stdout_log(chunk.decode(errors="replace"))
             except OSError:
-                return
+                pass
+            proc.stdout.close()
 
         threading.Thread(target=run, daemon=True, name=f"{self.name}-stdout").start()
 
@@ -354,6 +351,7 @@ class Cluster:
         self._admin = None
         self._kp_admin = None
         self._workloads: list = []
+        self.unexpected_exits: list[str] = []
         self._assign_ports()
 
     def __getitem__(self, i: int) -> ClusterBroker:
@@ -363,10 +361,6 @@ class Cluster:
         ports = pick_free_ports(2 * self.n)
         for b in self.brokers:
             b.port, b.http_port = ports[2 * b.node_id], ports[2 * b.node_id + 1]
-
-    @property
-    def session_timeout_s(self) -> float:
-        return int(self.extra_config.get("broker.session.timeout.ms", "1500")) / 1000
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -404,6 +398,7 @@ class Cluster:
                     # learn each other's HTTP ports from the command line) and start from scratch.
                     for b in self.brokers:
                         assert not b.alive()
+                        shutil.rmtree(b.data_dir, ignore_errors=True)  # may name the old ports
                     self._assign_ports()
                 else:
                     # Ports are fixed once the cluster exists: wait for the port to come free.
@@ -436,6 +431,7 @@ class Cluster:
                     if not chunk:  # EOF: the broker exited before it was ready
                         sel.unregister(fd)
                         del pending[fd]
+                        b.proc.stdout.close()
                         rc = b.reap(STOP_TIMEOUT)
                         b.expect_running = False
                         if bufs[fd]:
@@ -469,6 +465,9 @@ class Cluster:
         """SIGKILL (also works on a SIGSTOPped broker) and reap."""
         b = self.brokers[i]
         assert b.proc is not None, f"{b.name} never started"
+        if b.expect_running and not b.alive():
+            self.unexpected_exits.append(f"{b.name} had exited on its own (code {b.proc.returncode}) "
+                                         "before the test killed it")
         b.expect_running = False
         b.signal(signal.SIGKILL)
         b.reap(STOP_TIMEOUT)
@@ -521,7 +520,7 @@ class Cluster:
     def teardown(self) -> list[str]:
         """Stops the tracked producer/consumer threads, SIGKILLs every process; returns problems
         (unexpected exits, panics)."""
-        problems = []
+        problems = list(self.unexpected_exits)
         for w in self._workloads:
             try:
                 w.close()
@@ -560,15 +559,6 @@ class Cluster:
 
     def live_ids(self) -> list[int]:
         return [b.node_id for b in self.brokers if b.live()]
-
-    def ready(self, i: int) -> bool:
-        b = self.brokers[i]
-        if not b.live():
-            return False
-        try:
-            return b.http_get("/readyz")[0] == 200
-        except OSError:
-            return False
 
     def wait_ready(self, i: int, timeout: float = 60.0):
         """Polls /readyz until 200; fails early if the broker died."""
@@ -846,7 +836,6 @@ class ContinuousProducer:
         self.acked_by_partition = [0] * partitions
         self.failed_by_partition = [0] * partitions
         self.produced_by_partition = [0] * partitions
-        self.last_ack = [0.0] * partitions
         self.produced = 0
         self.unflushed = None
         self._stop = threading.Event()
@@ -863,7 +852,6 @@ class ContinuousProducer:
             p = msg.partition()
             self.acked.append((p, msg.offset(), msg.value()))
             self.acked_by_partition[p] += 1
-            self.last_ack[p] = time.monotonic()
         else:
             self.failed.append((msg.value(), err.code(), err.str()))
             self.failed_by_partition[msg.partition()] += 1
@@ -1018,9 +1006,6 @@ class TailConsumer:
     def position(self, p: int) -> int:
         s = self.seen[p]
         return s[-1][0] + 1 if s else 0
-
-    def catch_up(self, high_watermarks: dict[int, int], timeout: float = 60.0):
-        self.wait_until_caught_up(high_watermarks, timeout)
 
     def wait_until_caught_up(self, high_watermarks: dict[int, int], timeout: float = 60.0):
         def ok():
