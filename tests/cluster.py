@@ -7,15 +7,19 @@ Fixtures:
   make_cluster(n, extra_config=None, start=True) -> Cluster   (any number of clusters per test)
   cluster3                                                    a started 3-broker cluster
 
-Cluster(n, workdir, extra_config):
-  start_all(), start(i), start_many(ids), kill(i) (SIGKILL), stop(i) (SIGTERM, waits, asserts
-  exit 0), terminate(i) + wait_exit(i) (SIGTERM without waiting), pause(i) / resume(i)
-  (SIGSTOP / SIGCONT), restart(i, clean=False), bootstrap_servers(ids=None), wait_ready(i),
-  wait_all_ready(), wait_until(cond, timeout), metadata(via), partition(topic, p),
-  leader_of(topic, p), controller(), create_topic(...), wait_topic_healthy(...), admin(),
-  kafka_python_admin(), teardown().
+Cluster(n, workdir, extra_config, bootstrap_count=None):
+  processes: start_all(), start(i), start_many(ids), kill(i) (SIGKILL), stop(i) (SIGTERM, waits,
+    asserts exit 0), terminate(i) + wait_exit(i) (SIGTERM without waiting), pause(i) / resume(i)
+    (SIGSTOP / SIGCONT), restart(i, clean=False), teardown()
+  waiting: wait_ready(i, timeout) (/readyz 200), wait_all_ready(), wait_until(cond, timeout),
+    wait_topic_healthy(topic, partitions, rf), wait_leader_change(topic, p, old), wait_controller()
+  metadata (raw Metadata v7/v8 to a chosen broker): metadata(via), partition(topic, p) (freshest
+    view), leader_of(topic, p), leaders(topic, n), controller(), describe() (a state dump)
+  clients: bootstrap_servers(ids=None), admin() (confluent), kafka_python_admin(),
+    create_topic(...), producer(...), tail_consumer(...)
 Every broker is node i with Kafka port and HTTP port fixed for the cluster's lifetime (peers know
-each other's HTTP ports through controller.quorum.bootstrap.servers); its stderr goes to
+each other's HTTP ports: controller.quorum.bootstrap.servers lists the first min(n, 3) brokers,
+the ones that form the cluster; any others join through them); its stderr goes to
 <workdir>/broker<i>.log and its stdout to broker<i>.stdout.log. When a test fails the tail of each
 broker's log is attached to the report (conftest's report hook); teardown always SIGKILLs every
 process, then fails the test if a broker died on its own or printed a Rust panic.
@@ -227,7 +231,7 @@ class ClusterBroker:
                "--http-listener", f"127.0.0.1:{self.http_port}",
                "--set", f"cluster.id={c.cluster_id}",
                "--set", "controller.quorum.bootstrap.servers=" + ",".join(
-                   f"{b.node_id}@127.0.0.1:{b.http_port}" for b in c.brokers)]
+                   f"{b.node_id}@127.0.0.1:{b.http_port}" for b in c.brokers[:c.bootstrap_count])]
         for k, v in c.extra_config.items():
             cmd += ["--set", f"{k}={v}"]
         return cmd
@@ -339,9 +343,14 @@ class ClusterBroker:
 
 
 class Cluster:
-    def __init__(self, n: int, tmp_path, extra_config: dict | None = None, name: str = "cluster"):
+    def __init__(self, n: int, tmp_path, extra_config: dict | None = None, name: str = "cluster",
+                 bootstrap_count: int | None = None):
+        """`bootstrap_count`: how many brokers (the first ones) form the cluster and are listed in
+        everybody's controller.quorum.bootstrap.servers; the others join through them. Default:
+        up to 3 (the metadata quorum's default voter count)."""
         assert n >= 1
         self.n = n
+        self.bootstrap_count = min(n, 3) if bootstrap_count is None else bootstrap_count
         self.workdir = Path(tmp_path) / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cluster_id = new_cluster_id()
@@ -1200,13 +1209,14 @@ if pytest is not None:
 
     @pytest.fixture
     def make_cluster(request, tmp_path):
-        """make_cluster(n, extra_config=None, start=True) -> Cluster; every process is SIGKILLed at
-        teardown, whatever happened; unexpected exits and panics fail the test."""
+        """make_cluster(n, extra_config=None, start=True, bootstrap_count=None) -> Cluster; every
+        process is SIGKILLed at teardown, whatever happened; unexpected exits and panics fail
+        the test."""
         clusters: list[Cluster] = []
         reported = request.node.__dict__.setdefault("_sluice_brokers", [])
 
-        def make(n: int = 3, extra_config: dict | None = None, start: bool = True) -> Cluster:
-            c = Cluster(n, tmp_path, extra_config, name=f"cluster{len(clusters)}")
+        def make(n: int = 3, extra_config: dict | None = None, start: bool = True, **kw) -> Cluster:
+            c = Cluster(n, tmp_path, extra_config, name=f"cluster{len(clusters)}", **kw)
             clusters.append(c)
             reported.extend(c.brokers)  # conftest attaches their log tails to a failure report
             if start:
