@@ -40,6 +40,9 @@ from pathlib import Path
 
 import pytest
 
+# Multi-broker cluster harness and fixtures (make_cluster, cluster3, the `cluster` marker).
+pytest_plugins = ["cluster"]
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 BROKER_BIN = Path(os.environ.get("SLUICE_BROKER_BIN", TARGET_DIR / "release" / "sluice-broker"))
