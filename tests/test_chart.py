@@ -45,9 +45,6 @@ GROUP, VERSION = "kafka.sluice.dev", "v1alpha1"
 RELEASE, RELEASE_NS = "sluice", "sluice-system"
 FULLNAME = "sluice-sluice-operator"  # release name + chart name
 
-# Skip reason for the tests that need the operator binary. The lead removes these skips when the
-# operator lands (the binary is then always built before pytest runs).
-NO_OPERATOR = f"sluice-operator not built yet ({OPERATOR_BIN})"
 
 # What the operator calls on namespaced objects, (apiGroup, resource) -> verbs. The chart must
 # grant exactly this: a new verb is a deliberate change here and in templates/_helpers.tpl.
@@ -196,8 +193,8 @@ def crd_by_kind() -> dict[str, dict]:
 
 
 def require_operator() -> None:
-    if not OPERATOR_BIN.exists():
-        pytest.skip(NO_OPERATOR)  # the only reason to skip; removed at merge
+    # scripts/test.sh builds the workspace (both binaries) before pytest runs.
+    assert OPERATOR_BIN.exists(), f"sluice-operator is not built ({OPERATOR_BIN})"
 
 
 def run_operator(*args: str) -> subprocess.CompletedProcess:
