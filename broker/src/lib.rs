@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod network;
 pub mod protocol;
 pub mod replica;
+pub mod rpc;
 pub mod server;

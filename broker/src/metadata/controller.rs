@@ -64,7 +64,7 @@ impl MetadataCache {
         self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn publish(&self, image: Arc<MetadataImage>) {
+    pub(crate) fn publish(&self, image: Arc<MetadataImage>) {
         *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
     }
 }
