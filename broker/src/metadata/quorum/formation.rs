@@ -97,8 +97,10 @@ pub fn decide(me: i32, bootstrap: &[(i32, String)], answers: &[(i32, Probe)]) ->
 pub(crate) enum Step {
     /// A member at the current address: nothing to do.
     Member,
-    /// Something changed (formed, joined); check again soon.
+    /// Formed a cluster, or changed this broker's own membership; check again soon.
     Progress(String),
+    /// The leader accepted the join; the membership takes a moment to reach this broker.
+    Joined(String),
     /// Nothing possible yet.
     Waiting(String),
 }
@@ -159,7 +161,7 @@ pub(crate) async fn run(quorum: Weak<Quorum>) {
                 backoff.reset();
                 t / 4
             }
-            Ok(Step::Waiting(why)) => {
+            Ok(Step::Joined(why) | Step::Waiting(why)) => {
                 if why != last_wait {
                     tracing::info!(broker = q.cfg.node_id, "metadata quorum: {why}");
                     last_wait = why;
@@ -183,7 +185,10 @@ impl Quorum {
             .members()
             .get(&self.cfg.node_id)
             .is_some_and(|a| *a == self.cfg.http_address);
-        if at_my_address && !self.is_fresh() {
+        // The local membership may come from an entry the leader never committed (this broker
+        // led before a restart and proposed its new address); only a leader that reaches this
+        // broker proves that the cluster has the address. Without one, ask again.
+        if at_my_address && self.leader_reaches_me() && !self.is_fresh() {
             return Ok(Step::Member);
         }
         let has_state = self.raft.is_initialized().await?;
@@ -267,7 +272,7 @@ impl Quorum {
                     if request.fresh {
                         self.fresh.store(false, Ordering::Release);
                     }
-                    return Ok(Step::Progress(format!("joined the cluster through {addr}")));
+                    return Ok(Step::Joined(format!("joined the cluster through {addr}")));
                 }
                 Ok(JoinResponse::NotLeader { leader }) => {
                     if let Some((_, leader_addr)) = leader {

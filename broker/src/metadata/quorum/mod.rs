@@ -118,10 +118,10 @@ impl Default for Tuning {
     }
 }
 
-/// The last commit point heard from a leader.
+/// The last commit point heard from a leader, and when.
 #[derive(Clone, Copy, Default)]
 struct HeardCommit {
-    heard: bool,
+    at: Option<std::time::Instant>,
     index: Option<u64>,
 }
 
@@ -327,7 +327,8 @@ impl Quorum {
     }
 
     /// This broker has applied everything the leader had committed when last heard from (the
-    /// leader itself: it applied the entries of earlier terms), and a leader is known.
+    /// leader itself: it applied the entries of earlier terms), and a leader is known and
+    /// reached this broker within the last few election timeouts.
     pub fn caught_up(&self) -> bool {
         let heard = *self.heard_commit.lock().unwrap_or_else(|p| p.into_inner());
         self.with_metrics(|m| {
@@ -341,16 +342,32 @@ impl Quorum {
                     && m.last_applied
                         .is_some_and(|l| l.leader_id.term == m.current_term);
             }
-            heard.heard && m.last_applied.map(|l| l.index) >= heard.index
+            heard
+                .at
+                .is_some_and(|at| at.elapsed() <= self.responsive_window())
+                && m.last_applied.map(|l| l.index) >= heard.index
         })
+    }
+
+    /// This broker leads, or a leader's append reached it recently (a follower's persisted
+    /// vote names a leader even when that leader cannot reach it).
+    fn leader_reaches_me(&self) -> bool {
+        if self.is_leader() {
+            return true;
+        }
+        let heard = *self.heard_commit.lock().unwrap_or_else(|p| p.into_inner());
+        heard
+            .at
+            .is_some_and(|at| at.elapsed() <= self.responsive_window())
     }
 
     /// Records the commit point of an append this broker accepted.
     fn heard_leader_commit(&self, index: Option<u64>) {
         let mut heard = self.heard_commit.lock().unwrap_or_else(|p| p.into_inner());
+        heard.at = Some(std::time::Instant::now());
         // Committed entries stay committed: the point only moves forward.
-        if !heard.heard || index > heard.index {
-            *heard = HeardCommit { heard: true, index };
+        if index > heard.index {
+            heard.index = index;
         }
     }
 

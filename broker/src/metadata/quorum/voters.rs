@@ -18,8 +18,8 @@ pub fn majority(n: usize) -> usize {
 ///   more failures than 3, and need one more answer).
 /// - With fewer live current voters than a majority nothing changes: the change could not be
 ///   committed, and this view of liveness may be the partitioned one.
-/// - When `target` shrinks, the set shrinks by at most down to a majority of the current
-///   voters in one step.
+/// - When `target` shrinks, the set shrinks at most down to a majority of the current voters
+///   in one step (from 2 voters: to 1).
 pub fn choose_voters(
     current: &BTreeSet<i32>,
     members: &BTreeSet<i32>,
@@ -36,8 +36,9 @@ pub fn choose_voters(
     }
     let mut next = live_current.clone();
     if next.len() > target {
-        // Shrink, keeping the lowest ids, never below a majority of the current voters.
-        let keep = target.max(majority(current.len()));
+        // Shrink, keeping the lowest ids, at most down to a majority of the current voters
+        // per step (from 2 voters: to 1).
+        let keep = target.max(majority(current.len())).min(current.len() - 1);
         next = next.into_iter().take(keep).collect();
     } else {
         // Replace dead voters, then grow towards the target, with live members that do not
@@ -165,7 +166,8 @@ mod tests {
                 }
                 // A majority of the current voters, all alive, stays.
                 let kept_live = next.intersection(&current).filter(|v| live.contains(v)).count();
-                prop_assert!(kept_live >= majority(current.len()));
+                prop_assert!(kept_live >= majority(current.len()).min(current.len() - 1).max(1));
+                prop_assert!(next.iter().all(|v| live.contains(v) || current.contains(v)));
                 // The set does not shrink below the target because of failures.
                 if next.len() < current.len() {
                     prop_assert!(next.len() >= target);
