@@ -5,7 +5,6 @@
 //! at its current address, then keeps checking at a slow pace.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use super::network::STATUS_PATH;
 use super::network::{codes, JoinRequest, JoinResponse, QuorumStatus, StatusRequest, JOIN_PATH};
 use super::types::QuorumError;
 use super::voters::majority;
-use super::Quorum;
+use super::{Quorum, Standing};
 
 /// What a bootstrap broker answered to a status probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +187,10 @@ impl Quorum {
         // The local membership may come from an entry the leader never committed (this broker
         // led before a restart and proposed its new address); only a leader that reaches this
         // broker proves that the cluster has the address. Without one, ask again.
-        if at_my_address && self.leader_reaches_me() && !self.is_fresh() {
+        // Moves a fresh broker that has caught up to voting.
+        self.may_vote();
+        let joined = self.standing() != Standing::AwaitingJoin;
+        if at_my_address && self.leader_reaches_me() && joined {
             return Ok(Step::Member);
         }
         let has_state = self.raft.is_initialized().await?;
@@ -217,7 +219,7 @@ impl Quorum {
         let nodes = BTreeMap::from([(self.id, BasicNode::new(&self.cfg.http_address))]);
         match self.raft.initialize(nodes).await {
             Ok(()) => {
-                self.fresh.store(false, Ordering::Release);
+                *self.lock_standing() = Standing::Voting;
                 Ok(Step::Progress(format!(
                     "formed cluster `{}` with broker {} as its first voter",
                     self.cfg.cluster_id, self.cfg.node_id
@@ -242,7 +244,7 @@ impl Quorum {
             fresh: self.is_fresh(),
         };
         if self.is_leader() {
-            if let JoinResponse::Joined = self.handle_join(request.clone()).await? {
+            if let JoinResponse::Joined { .. } = self.handle_join(request.clone()).await? {
                 return Ok(Step::Progress("updated this broker's own address".into()));
             }
         }
@@ -268,10 +270,8 @@ impl Quorum {
                 .call::<_, JoinResponse>(&addr, JOIN_PATH, &request, self.join_timeout())
                 .await;
             match answer {
-                Ok(JoinResponse::Joined) => {
-                    if request.fresh {
-                        self.fresh.store(false, Ordering::Release);
-                    }
+                Ok(JoinResponse::Joined { catch_up_to }) => {
+                    self.joined(catch_up_to);
                     return Ok(Step::Joined(format!("joined the cluster through {addr}")));
                 }
                 Ok(JoinResponse::NotLeader { leader }) => {

@@ -31,12 +31,19 @@
 //!    /internal/quorum/join` to the leader it knows, else to the bootstrap brokers; a
 //!    non-leader answers with the leader's address. The leader adds the broker as a learner
 //!    (or updates its address if it changed) and answers `Joined`. The broker retries with
-//!    backoff until it is in the membership at its current address, then checks slowly.
+//!    backoff until it is in the membership at its current address and a leader's appends
+//!    reach it, then checks slowly (a membership entry of its own that was never committed, or
+//!    a leader that cannot reach it, sends it asking again).
 //! 5. A broker that starts without any Raft state (new, or its disk was lost) is *fresh*: it
-//!    refuses to vote until the leader acknowledged its join. If its id is still a voter, the
-//!    leader first removes its vote (it stays a learner). A voter that forgot what it
-//!    acknowledged could otherwise elect a leader missing committed entries. It becomes a
-//!    voter again when the voter policy promotes it (alive and caught up).
+//!    does not vote until a leader that confirmed its leadership with a quorum acknowledged
+//!    its join, and it has applied the log up to the index that leader named (everything
+//!    committed so far). A voter that forgot what it acknowledged could otherwise elect a
+//!    leader missing committed entries (openraft FAQ, "wipe out the data of one node"). It
+//!    stays in the voter set meanwhile (no membership change, so no two-voter window). This is
+//!    why openraft's `loosen-follower-log-revert` feature is on: the leader sees that broker's
+//!    log go back to empty. Limits: while it catches up, one more voter failure stops
+//!    elections until that voter is back; losing a majority of the voters' disks loses data
+//!    (no consensus system can help), and the cluster then waits for an operator.
 //! 6. Voters: [`choose_voters`] on the leader (see there), applied with
 //!    [`Quorum::manage_voters`]; automatically every election timeout when
 //!    [`QuorumConfig::auto_manage_voters`] is set, with [`Quorum::responsive_members`] as the
@@ -64,11 +71,10 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -82,7 +88,7 @@ pub use types::{QuorumConfig, QuorumError, TypeConfig};
 pub use voters::{choose_voters, majority};
 
 use self::log_store::{write_atomic, LogStore};
-use self::network::{NetworkFactory, PeerHealth};
+use self::network::{NetworkFactory, PeerAddresses, PeerHealth};
 use self::state_machine::{SmShared, StateMachine};
 use self::types::{broker_id, raft_id, Raft};
 use super::controller::{MetadataCache, MetadataListener};
@@ -125,6 +131,16 @@ struct HeardCommit {
     index: Option<u64>,
 }
 
+/// Whether this broker may vote (rule 5 of the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Voting,
+    /// Started without Raft state; no leader acknowledged its join yet.
+    AwaitingJoin,
+    /// Joined; votes once it has applied the log up to this index.
+    CatchingUp(Option<u64>),
+}
+
 /// One broker's member of the metadata quorum.
 pub struct Quorum {
     cfg: QuorumConfig,
@@ -132,11 +148,12 @@ pub struct Quorum {
     raft: Raft,
     rpc: RpcClient,
     health: Arc<PeerHealth>,
+    addresses: Arc<PeerAddresses>,
     metrics: watch::Receiver<RaftMetrics<u64, BasicNode>>,
     leader_tx: watch::Sender<Option<i32>>,
     heard_commit: Mutex<HeardCommit>,
-    /// Started without Raft state and not yet acknowledged by a leader: does not vote.
-    fresh: AtomicBool,
+    /// Whether this broker votes (rule 5 of the module doc).
+    standing: Mutex<Standing>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -219,7 +236,14 @@ impl Quorum {
         let id = cfg.raft_id();
         let rpc = RpcClient::new();
         let health = Arc::new(PeerHealth::default());
-        let network = NetworkFactory::new(rpc.clone(), &cfg.cluster_id, id, health.clone());
+        let addresses = Arc::new(PeerAddresses::default());
+        let network = NetworkFactory::new(
+            rpc.clone(),
+            &cfg.cluster_id,
+            id,
+            health.clone(),
+            addresses.clone(),
+        );
         // Raft::new re-applies the committed entries of the local log (silently: not live).
         let raft = Raft::new(
             id,
@@ -237,9 +261,14 @@ impl Quorum {
             raft,
             rpc,
             health,
+            addresses,
             leader_tx,
             heard_commit: Mutex::new(HeardCommit::default()),
-            fresh: AtomicBool::new(fresh),
+            standing: Mutex::new(if fresh {
+                Standing::AwaitingJoin
+            } else {
+                Standing::Voting
+            }),
             tasks: Mutex::new(Vec::new()),
             cfg,
         });
@@ -326,10 +355,11 @@ impl Quorum {
         self.leader_tx.subscribe()
     }
 
-    /// This broker has applied everything the leader had committed when last heard from (the
-    /// leader itself: it applied the entries of earlier terms), and a leader is known and
-    /// reached this broker within the last few election timeouts.
+    /// This broker has applied everything the leader had committed when last heard from, and
+    /// that leader reached it within the last few election timeouts. The leader itself: it
+    /// applied the entries of earlier terms and a majority of the voters answers it.
     pub fn caught_up(&self) -> bool {
+        let window = self.responsive_window();
         let heard = *self.heard_commit.lock().unwrap_or_else(|p| p.into_inner());
         self.with_metrics(|m| {
             let Some(leader) = m.current_leader else {
@@ -338,13 +368,17 @@ impl Quorum {
             if leader == self.id {
                 // A new leader commits an entry of its own term first; once that is applied,
                 // so is everything before it.
+                let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+                let answering = voters
+                    .iter()
+                    .filter(|v| **v == self.id || self.health.answered_within(**v, window))
+                    .count();
                 return m.state == ServerState::Leader
                     && m.last_applied
-                        .is_some_and(|l| l.leader_id.term == m.current_term);
+                        .is_some_and(|l| l.leader_id.term == m.current_term)
+                    && answering >= majority(voters.len());
             }
-            heard
-                .at
-                .is_some_and(|at| at.elapsed() <= self.responsive_window())
+            heard.at.is_some_and(|at| at.elapsed() <= window)
                 && m.last_applied.map(|l| l.index) >= heard.index
         })
     }
@@ -371,8 +405,48 @@ impl Quorum {
         }
     }
 
-    fn is_fresh(&self) -> bool {
-        self.fresh.load(Ordering::Acquire)
+    fn lock_standing(&self) -> std::sync::MutexGuard<'_, Standing> {
+        // A plain value; a panic elsewhere cannot leave it torn.
+        self.standing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn standing(&self) -> Standing {
+        *self.lock_standing()
+    }
+
+    /// This broker started without state and has not caught up since (it does not vote).
+    pub fn is_fresh(&self) -> bool {
+        !self.may_vote()
+    }
+
+    /// Whether this broker votes; moves a caught-up fresh broker to voting.
+    fn may_vote(&self) -> bool {
+        let mut standing = self.lock_standing();
+        match *standing {
+            Standing::Voting => true,
+            Standing::AwaitingJoin => false,
+            Standing::CatchingUp(to) => {
+                let applied = self.with_metrics(|m| m.last_applied.map(|l| l.index));
+                if applied >= to {
+                    tracing::info!(
+                        broker = self.cfg.node_id,
+                        "caught up with the metadata log after starting without state; voting again"
+                    );
+                    *standing = Standing::Voting;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    /// A leader acknowledged this broker's join; `to`: what it must apply before voting.
+    fn joined(&self, to: Option<u64>) {
+        let mut standing = self.lock_standing();
+        if *standing == Standing::AwaitingJoin {
+            *standing = Standing::CatchingUp(to);
+        }
     }
 
     /// The voters (during a membership change: old and new together).
@@ -561,25 +635,59 @@ impl Quorum {
             });
         }
         let node_id = raft_id(req.id)?;
+        if req.http_address.is_empty() {
+            return Err(QuorumError::InvalidConfig(format!(
+                "broker {} has no http address",
+                req.id
+            )));
+        }
         if !self.is_leader() {
             return Ok(JoinResponse::NotLeader {
                 leader: self.leader(),
             });
         }
-        if req.fresh && node_id != self.id && self.voters().contains(&req.id) {
+        // Reach it at its new address now: committing the address change may need its answer.
+        if node_id != self.id {
+            self.addresses.learn(node_id, &req.http_address);
+        }
+        // Everything committed so far is at or below the read index of a leader that has just
+        // confirmed its leadership with a quorum.
+        let catch_up_to = self.confirmed_read_index().await?;
+        if req.fresh && self.members().contains_key(&req.id) {
             tracing::warn!(
                 broker = req.id,
-                "a metadata quorum voter restarted without its Raft state; it stops voting until \
-                 it has caught up again"
+                catch_up_to,
+                "a quorum member came back without its Raft state (lost disk?); it does not \
+                 vote until it has caught up"
             );
-            self.change_membership(
-                ChangeMembers::RemoveVoters(BTreeSet::from([node_id])),
-                "removing the vote of a broker that lost its state",
-            )
-            .await?;
         }
         self.add_learner(req.id, req.http_address).await?;
-        Ok(JoinResponse::Joined)
+        Ok(JoinResponse::Joined { catch_up_to })
+    }
+
+    /// Leader only: confirms leadership with a quorum and returns the index up to which the
+    /// log must be applied to have every committed entry.
+    async fn confirmed_read_index(&self) -> Result<Option<u64>, QuorumError> {
+        let after = self.membership_timeout();
+        match tokio::time::timeout(after, self.raft.get_read_log_id()).await {
+            Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(QuorumError::NotLeader {
+                    leader: self.leader(),
+                })
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                Err(QuorumError::Timeout {
+                    what: format!("confirming leadership ({e})"),
+                    after,
+                })
+            }
+            Ok(Err(RaftError::Fatal(f))) => Err(f.into()),
+            Err(_) => Err(QuorumError::Timeout {
+                what: "confirming leadership".into(),
+                after,
+            }),
+        }
     }
 
     /// Routes for the broker's HTTP side port: `/internal/raft/{append,vote,snapshot}`,

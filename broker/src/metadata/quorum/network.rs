@@ -84,8 +84,8 @@ pub struct JoinRequest {
     pub cluster_id: String,
     pub id: i32,
     pub http_address: String,
-    /// The broker started without any Raft state (new, or its disk was lost). If it is a
-    /// voter, the leader removes its vote until it has caught up again.
+    /// The broker started without any Raft state (new, or its disk was lost) and does not
+    /// vote yet.
     #[serde(default)]
     pub fresh: bool,
 }
@@ -94,8 +94,9 @@ pub struct JoinRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum JoinResponse {
-    /// The leader has the broker in the membership, at this address.
-    Joined,
+    /// The leader has the broker in the membership, at this address. `catch_up_to`: a fresh
+    /// broker votes once it has applied the log up to this index.
+    Joined { catch_up_to: Option<u64> },
     /// Ask the leader instead (`(id, http address)`, when known).
     NotLeader { leader: Option<(i32, String)> },
 }
@@ -123,12 +124,36 @@ impl PeerHealth {
     }
 }
 
+/// Addresses learned from join requests, ahead of the membership: the leader reaches a
+/// broker at its new address before the address change is committed (which may need that
+/// broker's answer). Safe because every message names its target node id.
+#[derive(Default)]
+pub(crate) struct PeerAddresses {
+    latest: Mutex<HashMap<u64, String>>,
+}
+
+impl PeerAddresses {
+    pub(crate) fn learn(&self, node: u64, addr: &str) {
+        self.lock().insert(node, addr.to_string());
+    }
+
+    fn get(&self, node: u64) -> Option<String> {
+        self.lock().get(&node).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, String>> {
+        // Plain map updates; a panic elsewhere cannot leave it inconsistent.
+        self.latest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Opens [`PeerConnection`]s for openraft.
 pub(crate) struct NetworkFactory {
     rpc: RpcClient,
     cluster_id: Arc<str>,
     local: u64,
     health: Arc<PeerHealth>,
+    addresses: Arc<PeerAddresses>,
 }
 
 impl NetworkFactory {
@@ -137,12 +162,14 @@ impl NetworkFactory {
         cluster_id: &str,
         local: u64,
         health: Arc<PeerHealth>,
+        addresses: Arc<PeerAddresses>,
     ) -> NetworkFactory {
         NetworkFactory {
             rpc,
             cluster_id: cluster_id.into(),
             local,
             health,
+            addresses,
         }
     }
 }
@@ -156,6 +183,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             cluster_id: self.cluster_id.clone(),
             local: self.local,
             health: self.health.clone(),
+            addresses: self.addresses.clone(),
             target,
             node: node.clone(),
         }
@@ -168,6 +196,7 @@ pub(crate) struct PeerConnection {
     cluster_id: Arc<str>,
     local: u64,
     health: Arc<PeerHealth>,
+    addresses: Arc<PeerAddresses>,
     target: u64,
     node: BasicNode,
 }
@@ -184,10 +213,11 @@ impl PeerConnection {
             to: self.target,
             body,
         };
-        let result = self
-            .rpc
-            .call(&self.node.addr, path, &envelope, timeout)
-            .await;
+        let addr = self
+            .addresses
+            .get(self.target)
+            .unwrap_or_else(|| self.node.addr.clone());
+        let result = self.rpc.call(&addr, path, &envelope, timeout).await;
         match &result {
             Ok(_) => self.health.ack(self.target),
             Err(e) => self.log_refusal(e),

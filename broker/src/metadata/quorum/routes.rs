@@ -80,7 +80,7 @@ async fn vote(
     if let Some(refused) = refusal(&q, &req.cluster_id, Some(req.to)) {
         return refused;
     }
-    if q.is_fresh() {
+    if !q.may_vote() {
         // Lost state: a vote now could elect a leader without entries this broker once
         // acknowledged. See the module doc of `quorum`.
         return error_response(
