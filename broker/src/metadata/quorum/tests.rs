@@ -277,6 +277,17 @@ async fn three_brokers_form_one_cluster_fail_over_and_restart() {
         );
     }
 
+    // A follower refuses proposals and names the leader.
+    let follower = nodes.iter().find(|n| n.id != leader).unwrap();
+    let leader_addr = nodes.iter().find(|n| n.id == leader).unwrap().addr.clone();
+    match follower.quorum.propose(topic("nope")).await {
+        Err(QuorumError::NotLeader { leader: named }) => {
+            assert_eq!(named, Some((leader, leader_addr)))
+        }
+        other => panic!("a follower must refuse proposals: {other:?}"),
+    }
+    assert!(!follower.quorum.is_leader());
+
     propose(&all, topic("first")).await;
     wait_until("first topic everywhere", || {
         all.iter().all(|n| n.has_topic("first"))

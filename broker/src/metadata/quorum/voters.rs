@@ -55,7 +55,7 @@ pub fn choose_voters(
             added = Some(*m);
         }
         // Growing past the current size lands on odd sizes only.
-        if next.len() > current.len() && next.len() % 2 == 0 {
+        if next.len() > current.len() && next.len().is_multiple_of(2) {
             if let Some(last) = added {
                 next.remove(&last);
             }
@@ -174,7 +174,7 @@ mod tests {
                 }
                 // Growing lands on odd sizes.
                 if next.len() > current.len() {
-                    prop_assert!(next.len() % 2 == 1);
+                    prop_assert!(!next.len().is_multiple_of(2));
                     prop_assert!(next.len() <= target);
                 }
                 // Applying the decision again changes nothing more, unless the target is
