@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod network;
 pub mod protocol;
 pub mod replica;
+pub mod rpc;
 pub mod server;

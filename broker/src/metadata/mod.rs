@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod image;
 pub mod placement;
+pub mod quorum;
 pub mod records;
 pub mod store;
 pub mod topic_config;
