@@ -104,7 +104,8 @@ use super::records::MetadataRecord;
 use crate::rpc::RpcClient;
 
 /// A snapshot every this many applied entries; the log is then purged up to the snapshot but
-/// the last `KEEP_LOGS_AFTER_SNAPSHOT` entries, so a slightly lagging follower still catches up from the log.
+/// the last `KEEP_LOGS_AFTER_SNAPSHOT` entries, so a slightly lagging follower still catches
+/// up from the log.
 pub const SNAPSHOT_EVERY_LOGS: u64 = 10_000;
 const KEEP_LOGS_AFTER_SNAPSHOT: u64 = 1_000;
 /// Sending a whole snapshot may take this long.
