@@ -55,8 +55,16 @@
 //!   changed.
 //! - [`stored_cluster_id`] reads the cluster id a data directory belongs to, for a broker
 //!   that has no `cluster.id` setting (generate one only when it returns `None`).
+//! - Extra: [`Quorum::responsive_members`], [`Quorum::is_fresh`], [`Quorum::status`],
+//!   [`Quorum::handle_join`].
+//! - [`Quorum::caught_up`] compares the applied index with the commit index carried by the
+//!   last append this broker accepted (openraft 0.9 metrics have no follower commit index),
+//!   and requires that append to be recent.
 //! - A proposal that fails with `NotLeader` or a timeout may still be committed later by the
 //!   new leader (Raft cannot tell): the controller must re-check the image before retrying.
+//! - One listener call may cover several committed entries (their records in order, the image
+//!   after the last). Listeners run on a blocking thread while the next entries wait: they
+//!   must not wait for a proposal to commit.
 
 mod formation;
 mod log_store;
@@ -96,7 +104,8 @@ use super::records::MetadataRecord;
 use crate::rpc::RpcClient;
 
 /// A snapshot every this many applied entries; the log is then purged up to the snapshot but
-/// [`KEEP_LOGS_AFTER_SNAPSHOT`], so a slightly lagging follower still catches up from the log.
+/// the last `KEEP_LOGS_AFTER_SNAPSHOT` entries, so a slightly lagging follower still catches
+/// up from the log.
 pub const SNAPSHOT_EVERY_LOGS: u64 = 10_000;
 const KEEP_LOGS_AFTER_SNAPSHOT: u64 = 1_000;
 /// Sending a whole snapshot may take this long.
