@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::coordinator::GroupCoordinator;
+use crate::metadata::quorum::Quorum;
 use crate::metadata::{Controller, ControllerError, MetadataCache};
 use crate::metrics::Metrics;
 use crate::replica::ReplicaManager;
@@ -22,6 +23,8 @@ pub struct Broker {
     /// Changes at every start: tells this process apart from earlier ones of the same id.
     pub incarnation: Uuid,
     pub metadata: Arc<MetadataCache>,
+    /// The replicated metadata log this broker takes part in.
+    pub quorum: Arc<Quorum>,
     pub controller: Arc<Controller>,
     pub replicas: Arc<ReplicaManager>,
     pub groups: Arc<GroupCoordinator>,
@@ -40,6 +43,7 @@ impl Broker {
         cluster_id: String,
         incarnation: Uuid,
         metadata: Arc<MetadataCache>,
+        quorum: Arc<Quorum>,
         controller: Arc<Controller>,
         replicas: Arc<ReplicaManager>,
         groups: Arc<GroupCoordinator>,
@@ -49,6 +53,7 @@ impl Broker {
             cluster_id,
             incarnation,
             metadata,
+            quorum,
             controller,
             replicas,
             groups,

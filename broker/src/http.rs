@@ -12,10 +12,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::broker::{stopped, Broker};
+use crate::metadata::controller::raft_log::CONTROLLER_RPC_PATH;
 use crate::metadata::controller::requests::{ControllerRequest, ControllerResponse, WireError};
 
+/// Serves the side port: the broker's routes plus `internal` (the metadata quorum's RPC).
 pub async fn serve(
     broker: Arc<Broker>,
+    internal: Router,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -23,8 +26,9 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/internal/controller", post(controller_rpc))
-        .with_state(broker);
+        .route(CONTROLLER_RPC_PATH, post(controller_rpc))
+        .with_state(broker)
+        .merge(internal);
     let stop = async move { stopped(&mut shutdown).await };
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
@@ -34,12 +38,27 @@ pub async fn serve(
     }
 }
 
+/// Ready when serving, caught up with the metadata log, and not the reason any partition is
+/// under-replicated: what a StatefulSet rolling restart waits for before the next broker.
 async fn readyz(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    if broker.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    if !broker.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or stopping\n");
     }
+    if !broker.quorum.caught_up() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: catching up with the metadata log\n",
+        );
+    }
+    let image = broker.metadata.current();
+    if image
+        .brokers
+        .get(&broker.config.node_id)
+        .is_none_or(|b| b.fenced)
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: fenced\n");
+    }
+    (StatusCode::OK, "ready\n")
 }
 
 /// A request forwarded by another broker to this one, the controller.

@@ -17,8 +17,9 @@ use crate::config::{BrokerConfig, FlushPolicy};
 use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::http;
 use crate::membership;
-use crate::metadata::controller::local_log::LocalLog;
+use crate::metadata::controller::raft_log::{RaftLog, RpcForwarder};
 use crate::metadata::controller::Listeners;
+use crate::metadata::quorum::{Quorum, QuorumConfig};
 use crate::metadata::{BrokerInfo, Controller, MetadataCache, MetadataListener, NewTopic};
 use crate::network::connection;
 use crate::replica::{Partition, ReplicaManager};
@@ -39,8 +40,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Metadata(#[from] crate::metadata::store::StoreError),
+    #[error("metadata quorum: {0}")]
+    Quorum(#[from] crate::metadata::quorum::QuorumError),
+    #[error("`cluster.id` must be set when `controller.quorum.bootstrap.servers` lists several brokers: every broker of one cluster needs the same id")]
+    ClusterIdRequired,
     #[error("data directory {path} belongs to {what} `{found}`, but this broker is configured with `{configured}`")]
     Identity {
         path: std::path::PathBuf,
@@ -105,31 +108,34 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     // Partitions open (and change role) before the coordinator loads groups from them.
     let listener: Arc<dyn MetadataListener> =
         Arc::new(Listeners(vec![replicas.clone(), groups.clone()]));
-    // Replaying metadata opens partitions, which recovers their logs: blocking work.
-    let log = {
-        let (path, http_address, metadata) = (
-            data_dir.join("metadata.log"),
-            http_address.clone(),
-            metadata.clone(),
-        );
-        let node_id = config.node_id;
-        tokio::task::spawn_blocking(move || {
-            LocalLog::open(&path, node_id, http_address, metadata, listener)
-        })
-        .await
-        .expect("opening the metadata log does not panic")?
-    };
+    let quorum = Quorum::start(
+        QuorumConfig {
+            node_id: config.node_id,
+            cluster_id: cluster_id.clone(),
+            http_address: http_address.clone(),
+            dir: data_dir.join("__cluster_metadata"),
+            bootstrap: config.quorum_bootstrap_servers.clone(),
+            election_timeout: config.quorum_election_timeout,
+            voter_count: config.quorum_voter_count,
+            // The controller picks voters from the brokers whose heartbeats it sees.
+            auto_manage_voters: false,
+        },
+        metadata.clone(),
+        listener,
+    )
+    .await?;
     let controller = Arc::new(Controller::new(
         config.clone(),
-        Arc::new(log),
+        Arc::new(RaftLog(quorum.clone())),
         metadata.clone(),
-        None,
+        Some(Arc::new(RpcForwarder)),
     ));
     let broker = Arc::new(Broker::new(
         config.clone(),
         cluster_id,
         incarnation,
         metadata,
+        quorum.clone(),
         controller.clone(),
         replicas,
         groups.clone(),
@@ -140,6 +146,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     // Peers reach this broker's controller and quorum over HTTP before it serves clients.
     tasks.spawn(http::serve(
         broker.clone(),
+        quorum.router(),
         http_listener,
         shutdown_rx.clone(),
     ));
@@ -158,7 +165,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         incarnation,
         fenced: false,
     };
-    let caught_up: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(|| true);
+    let caught_up: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let quorum = quorum.clone();
+        Arc::new(move || quorum.caught_up())
+    };
     {
         let caught_up = caught_up.clone();
         membership::join(
@@ -237,6 +247,7 @@ impl RunningBroker {
         }
         let replicas = self.broker.replicas.clone();
         let _ = tokio::task::spawn_blocking(move || replicas.close_all()).await;
+        self.broker.quorum.shutdown().await;
         tracing::info!("broker stopped cleanly");
     }
 }
@@ -383,6 +394,9 @@ fn load_identity(dir: &Path, config: &BrokerConfig) -> Result<String, StartError
             Ok(found_cluster)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if config.cluster_id.is_none() && config.quorum_bootstrap_servers.len() > 1 {
+                return Err(StartError::ClusterIdRequired);
+            }
             let cluster_id = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
             let text = format!(
                 "version=1\ncluster.id={cluster_id}\nnode.id={}\n",

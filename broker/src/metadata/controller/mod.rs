@@ -11,6 +11,7 @@ pub mod liveness;
 pub mod local_log;
 pub mod partition_state;
 pub mod partitions;
+pub mod raft_log;
 pub mod requests;
 pub mod topics;
 
