@@ -94,7 +94,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         })?;
 
     let config = Arc::new(config);
-    let replicas = Arc::new(ReplicaManager::new(config.clone()));
+    // Replication wiring is the cluster integration's job; until then ISR changes (none on a
+    // single broker) have no receiver.
+    let (isr_updates, _) = tokio::sync::mpsc::unbounded_channel();
+    let replicas = Arc::new(ReplicaManager::new(config.clone(), isr_updates));
     let metadata = Arc::new(MetadataCache::default());
     let (store, records) = MetadataStore::open(&data_dir.join("metadata.log"))?;
     // Opening partitions recovers their logs: blocking work, off the async workers.
@@ -143,6 +146,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(broker.clone(), kafka, shutdown_rx.clone()));
     tasks.spawn(groups.run_timers(shutdown_rx.clone()));
+    tasks.spawn(broker.replicas.clone().run(shutdown_rx.clone()));
     tasks.spawn(http::serve(
         broker.clone(),
         http_listener,
