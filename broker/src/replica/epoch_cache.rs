@@ -262,7 +262,9 @@ impl LeaderEpochCache {
         };
         let trimmed = history.truncate_from_end(log.log_end_offset());
         let cache = LeaderEpochCache { dir, history };
-        if rebuilt || trimmed {
+        // A missing file rebuilds to the same history, so an empty one need not be written
+        // (a new partition's first epoch writes it).
+        if trimmed || (rebuilt && !cache.history.entries.is_empty()) {
             cache.persist()?;
         }
         Ok(cache)
@@ -499,6 +501,11 @@ mod tests {
             batch_at_epoch(&log, epoch);
         }
         // No file yet: rebuilt from the batches.
+        let empty = tempfile::tempdir().unwrap();
+        let empty_log = Log::open(empty.path(), crate::log::LogConfig::default()).unwrap();
+        let cache = LeaderEpochCache::load(&empty_log).unwrap();
+        assert!(cache.latest_epoch().is_none());
+        assert!(!cache.path().exists(), "nothing to write for an empty log");
         let mut cache = LeaderEpochCache::load(&log).unwrap();
         assert_eq!(pairs(cache.history()), vec![(0, 0), (2, 2), (5, 4)]);
         assert!(cache.path().exists());

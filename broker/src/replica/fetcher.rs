@@ -157,6 +157,22 @@ impl Fetchers {
         let key: PartitionKey = (partition.topic.clone(), partition.index);
         let mut fetchers = self.lock();
         remove_from_others(&mut fetchers, &key, Some(leader));
+        let dead = fetchers
+            .get(&leader)
+            .is_some_and(|f| f.task.as_ref().is_some_and(|t| t.is_finished()));
+        if dead {
+            // Only a panic ends a fetcher task; start a new one with the same partitions.
+            tracing::error!(
+                leader,
+                "replica fetcher stopped unexpectedly; restarting it"
+            );
+            if let Some(old) = fetchers.remove(&leader) {
+                let targets = std::mem::take(&mut *old.shared.lock());
+                let new = self.start(leader);
+                *new.shared.lock() = targets;
+                fetchers.insert(leader, new);
+            }
+        }
         let fetcher = fetchers.entry(leader).or_insert_with(|| self.start(leader));
         let mut targets = fetcher.shared.lock();
         let unchanged = targets.get(&key).is_some_and(|t| {

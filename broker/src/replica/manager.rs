@@ -89,9 +89,28 @@ impl ReplicaManager {
         }
     }
 
-    /// Registers the listener for leadership changes (one; a later call replaces it).
+    /// Registers the listener for leadership changes (one; a later call replaces it). It is
+    /// told at once about every partition this broker leads now, since the first image may
+    /// have been applied before it existed.
     pub fn set_leadership_listener(&self, listener: Arc<dyn LeadershipListener>) {
-        *self.leadership.write().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+        let current: Vec<LeadershipEvent> = {
+            // Under the reconcile lock so no change slips between the replay and registering.
+            let _one_at_a_time = self.reconciling.lock().unwrap_or_else(|p| p.into_inner());
+            *self.leadership.write().unwrap_or_else(|p| p.into_inner()) = Some(listener.clone());
+            self.all()
+                .into_iter()
+                .filter(|p| p.is_leader())
+                .map(|p| LeadershipEvent {
+                    topic: p.topic.clone(),
+                    partition: p.index,
+                    leader_epoch: p.leader_epoch(),
+                    is_leader: true,
+                })
+                .collect()
+        };
+        for e in current {
+            listener.on_leadership(&e.topic, e.partition, e.leader_epoch, e.is_leader);
+        }
     }
 
     /// The partition, if this broker hosts it.

@@ -22,7 +22,7 @@ use super::epoch_cache::{check_follower_position, FollowerPosition, LeaderEpochC
 use super::isr::{self, FollowerState, IsrUpdate, PendingIsr};
 use super::producer_state::{BatchMeta, ProducerStateTable, SequenceCheck, SequenceError};
 use crate::log::batch::{batch_has_null_key, validate_batches, BatchError};
-use crate::log::checkpoint::{read_i64, write_i64};
+use crate::log::checkpoint::read_i64;
 use crate::log::{AppendInfo, BatchHeader, Log, LogConfig, LogError, ReadInfo};
 use crate::metadata::image::{PartitionImage, NO_LEADER};
 
@@ -1002,14 +1002,14 @@ impl Partition {
     }
 
     /// Writes the high watermark checkpoint if it moved since the last one, and drops epoch
-    /// cache entries that retention removed from the log. Blocking (fsync).
+    /// cache entries that retention removed from the log. Blocking.
     pub fn checkpoint_high_watermark(&self) -> Result<(), LogError> {
         if self.retired.load(Ordering::Acquire) {
             return Ok(());
         }
         let hw = self.high_watermark();
         if self.hw_checkpointed.load(Ordering::Acquire) != hw {
-            write_i64(self.log.dir(), HIGH_WATERMARK_FILE, hw)?;
+            write_high_watermark(self.log.dir(), hw)?;
             self.hw_checkpointed.store(hw, Ordering::Release);
         }
         let start = self.log.log_start_offset();
@@ -1074,6 +1074,19 @@ fn load_producer_state(log: &Log) -> Result<ProducerStateTable, LogError> {
         table.replay(&log.batch_headers_from(from)?);
     }
     Ok(table)
+}
+
+/// Replaces the high watermark checkpoint by rename, without fsync: a checkpoint lost or left
+/// empty by a power failure reads as missing, which only lowers the watermark at the next open
+/// (safe: the leader waits for its followers again).
+fn write_high_watermark(dir: &Path, hw: i64) -> Result<(), LogError> {
+    let tmp = dir.join(format!("{HIGH_WATERMARK_FILE}.tmp"));
+    let io = |source| LogError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    std::fs::write(&tmp, format!("{hw}\n")).map_err(io)?;
+    std::fs::rename(&tmp, dir.join(HIGH_WATERMARK_FILE)).map_err(io)
 }
 
 fn write_snapshot(dir: &Path, snapshot: &ProducerSnapshot) -> Result<(), LogError> {

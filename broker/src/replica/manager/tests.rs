@@ -117,14 +117,15 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 fn roles_follow_metadata_idempotently_and_unassigned_replicas_are_removed() {
     let dir = tempfile::tempdir().unwrap();
     let (rm, _updates) = manager(dir.path());
-    let events = Arc::new(Recorder::default());
-    rm.set_leadership_listener(events.clone());
     let mut image = image(&[
         state(0, 0, 0, &[0, 1], &[0, 1]),
         state(1, 0, 0, &[1, 0], &[1, 0]),
         state(1, 0, 0, &[1, 2], &[1, 2]),
     ]);
     rm.on_image_loaded(&image);
+    // Registered after the first image: told what this broker leads already.
+    let events = Arc::new(Recorder::default());
+    rm.set_leadership_listener(events.clone());
     let p0 = rm.get("t", 0).expect("assigned here");
     let p1 = rm.get("t", 1).expect("assigned here");
     assert!(rm.get("t", 2).is_none(), "not a replica here");
