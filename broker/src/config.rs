@@ -405,17 +405,14 @@ impl BrokerConfig {
             "group.max.size" => self.group_max_size = parse_positive(key, value)?,
             "advertised.http.listener" => {
                 let addr = strip_scheme(value);
-                if addr
-                    .rsplit_once(':')
-                    .is_none_or(|(_, p)| p.parse::<u16>().is_err())
-                {
+                if addr.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
                     return Err(invalid(key, value, "expected HOST:PORT"));
                 }
                 self.advertised_http_listener = Some(addr.to_string());
             }
             "controller.quorum.bootstrap.servers" => {
-                self.quorum_bootstrap_servers =
-                    parse_bootstrap_servers(value).map_err(|reason| invalid(key, value, &reason))?
+                self.quorum_bootstrap_servers = parse_bootstrap_servers(value)
+                    .map_err(|reason| invalid(key, value, &reason))?
             }
             "controller.quorum.voter.count" => {
                 self.quorum_voter_count = match parse(key, value)? {
@@ -612,10 +609,7 @@ fn parse_bootstrap_servers(value: &str) -> Result<Vec<(i32, String)>, String> {
             .ok()
             .filter(|i| *i >= 0)
             .ok_or_else(|| format!("`{entry}`: the id must be a non-negative integer"))?;
-        if addr
-            .rsplit_once(':')
-            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-        {
+        if addr.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
             return Err(format!("`{entry}`: expected ID@HOST:PORT"));
         }
         if out.iter().any(|(other, _)| *other == id) {

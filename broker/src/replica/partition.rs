@@ -166,6 +166,21 @@ struct ReplicationState {
     leader_epoch_start_offset: i64,
 }
 
+impl ReplicationState {
+    /// Whether applying `state` would change anything.
+    fn is_newer(&self, state: &PartitionImage, me: i32) -> bool {
+        let role_matches = match self.role {
+            Role::Leader => state.leader == me,
+            Role::Follower { leader } => leader == state.leader,
+            Role::None => return true,
+        };
+        if state.leader_epoch != self.leader_epoch {
+            return state.leader_epoch > self.leader_epoch;
+        }
+        !role_matches || state.partition_epoch > self.partition_epoch
+    }
+}
+
 /// Fetches and producers waiting for a partition to move. Weak, so abandoned waits cost
 /// nothing; every wake re-checks its condition.
 #[derive(Default)]
@@ -387,6 +402,11 @@ impl Partition {
     /// Applies this partition's state from a metadata image: becomes leader or follower,
     /// follows ISR changes. Idempotent: the same or an older state changes nothing.
     pub fn apply_metadata(&self, state: &PartitionImage, now_ms: i64) -> RoleChange {
+        // Most images change nothing for most partitions: decide that without waiting for an
+        // append in progress.
+        if !self.lock_replication().is_newer(state, self.node_id) {
+            return RoleChange::Unchanged;
+        }
         let _writer = self.lock_writer();
         let change = {
             let mut epochs = self.lock_epochs();
@@ -398,13 +418,11 @@ impl Partition {
                 Role::Follower { leader } => leader == state.leader,
                 Role::None => false,
             };
-            if rep.role != Role::None && state.leader_epoch < rep.leader_epoch {
+            // Checked again: the state may have moved while waiting for the writer lock.
+            if !rep.is_newer(state, me) {
                 return RoleChange::Unchanged;
             }
             let same_epoch = role_matches && state.leader_epoch == rep.leader_epoch;
-            if same_epoch && state.partition_epoch <= rep.partition_epoch {
-                return RoleChange::Unchanged;
-            }
             let was_leader = rep.role == Role::Leader;
             let change = if wants_leader && same_epoch {
                 rep.partition_epoch = state.partition_epoch;
