@@ -42,7 +42,10 @@ pub async fn serve(
 /// under-replicated: what a StatefulSet rolling restart waits for before the next broker.
 async fn readyz(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     if !broker.ready.load(Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or stopping\n");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting or stopping\n",
+        );
     }
     if !broker.quorum.caught_up() {
         return (
@@ -57,6 +60,12 @@ async fn readyz(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         .is_none_or(|b| b.fenced)
     {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: fenced\n");
+    }
+    if broker.replicas.is_cause_of_under_replication() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: catching up as a follower (a partition is under-replicated)\n",
+        );
     }
     (StatusCode::OK, "ready\n")
 }

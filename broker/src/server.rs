@@ -17,12 +17,14 @@ use crate::config::{BrokerConfig, FlushPolicy};
 use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::http;
 use crate::membership;
+use crate::metadata::controller::partition_state::IsrChange;
 use crate::metadata::controller::raft_log::{RaftLog, RpcForwarder};
+use crate::metadata::controller::requests::ControllerRequest;
 use crate::metadata::controller::Listeners;
 use crate::metadata::quorum::{Quorum, QuorumConfig};
 use crate::metadata::{BrokerInfo, Controller, MetadataCache, MetadataListener, NewTopic};
 use crate::network::connection;
-use crate::replica::{Partition, ReplicaManager};
+use crate::replica::{IsrUpdate, Partition, ReplicaManager};
 
 /// How long shutdown waits for in-flight requests before closing the logs anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,7 +104,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     let config = Arc::new(config);
     let incarnation = Uuid::new_v4();
     let http_address = config.advertised_http(kafka_addr, http_addr);
-    let replicas = Arc::new(ReplicaManager::new(config.clone()));
+    // Leaders' ISR changes go to the controller (forward_isr_updates, below).
+    let (isr_updates, isr_requests) = tokio::sync::mpsc::unbounded_channel();
+    let replicas = Arc::new(ReplicaManager::new(config.clone(), isr_updates));
     let groups = Arc::new(GroupCoordinator::new(config.clone(), replicas.clone()));
     let metadata = Arc::new(MetadataCache::default());
     // Partitions open (and change role) before the coordinator loads groups from them.
@@ -185,6 +189,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     {
         tracing::info!(error = %e, "the offsets topic will be created later");
     }
+    tasks.spawn(forward_isr_updates(
+        controller.clone(),
+        isr_requests,
+        shutdown_rx.clone(),
+    ));
+    tasks.spawn(broker.replicas.clone().run(shutdown_rx.clone()));
     tasks.spawn(membership::heartbeat(
         broker.clone(),
         me,
@@ -249,6 +259,41 @@ impl RunningBroker {
         let _ = tokio::task::spawn_blocking(move || replicas.close_all()).await;
         self.broker.quorum.shutdown().await;
         tracing::info!("broker stopped cleanly");
+    }
+}
+
+/// Sends leaders' ISR changes to the controller. The outcome comes back through the
+/// metadata log; a refused or lost change is decided again by the partition.
+async fn forward_isr_updates(
+    controller: Arc<Controller>,
+    mut updates: tokio::sync::mpsc::UnboundedReceiver<IsrUpdate>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let update = tokio::select! {
+            u = updates.recv() => match u {
+                Some(u) => u,
+                None => return,
+            },
+            _ = stopped(&mut shutdown) => return,
+        };
+        let controller = controller.clone();
+        // Partitions are independent: one slow commit must not hold back the others.
+        tokio::spawn(async move {
+            let request = ControllerRequest::AlterPartition {
+                topic_id: update.topic_id,
+                partition: update.partition,
+                change: IsrChange {
+                    leader: update.leader,
+                    leader_epoch: update.leader_epoch,
+                    partition_epoch: update.partition_epoch,
+                    new_isr: update.new_isr,
+                },
+            };
+            if let Err(e) = controller.handle(request).await {
+                tracing::debug!(partition = update.partition, error = %e, "ISR change refused");
+            }
+        });
     }
 }
 

@@ -1,4 +1,7 @@
 //! ListOffsets: earliest, latest, max-timestamp, or the first offset at or after a timestamp.
+//! Answered by the partition leader. Consumers see offsets below the high watermark ("latest"
+//! is the high watermark); followers (`replica_id` >= 0, asking where the leader's log ends
+//! after an out-of-range fetch) and debugging tools (-2) see the whole log.
 
 use std::sync::Arc;
 
@@ -15,12 +18,16 @@ use crate::replica::Partition;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// `replica_id` of tools allowed to read any replica (Kafka's DEBUGGING_REPLICA_ID).
+const DEBUGGING_REPLICA_ID: i32 = -2;
 
 pub fn handle(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    let replica_id = request.replica_id.0;
+    let whole_log = replica_id >= 0 || replica_id == DEBUGGING_REPLICA_ID;
     let mut response = ListOffsetsResponse::default();
     response.topics = request
         .topics
@@ -35,19 +42,27 @@ pub fn handle(
                     r.timestamp = -1;
                     r.offset = -1;
                     r.leader_epoch = -1;
-                    match broker
-                        .replicas
-                        .get(topic.name.0.as_str(), p.partition_index)
-                    {
-                        None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                    let name = topic.name.0.as_str();
+                    match broker.replicas.get(name, p.partition_index) {
+                        None => {
+                            r.error_code =
+                                super::missing_partition(broker, name, p.partition_index).code()
+                        }
                         Some(partition) => {
                             let epoch = partition.leader_epoch();
                             if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
                                 r.error_code = ResponseError::FencedLeaderEpoch.code();
                             } else if p.current_leader_epoch > epoch {
                                 r.error_code = ResponseError::UnknownLeaderEpoch.code();
+                            } else if !partition.is_leader() && replica_id != DEBUGGING_REPLICA_ID {
+                                r.error_code = ResponseError::NotLeaderOrFollower.code();
                             } else {
-                                match lookup(&partition, p.timestamp, ctx.version) {
+                                let end = if whole_log {
+                                    partition.log_end_offset()
+                                } else {
+                                    partition.high_watermark()
+                                };
+                                match lookup(&partition, p.timestamp, ctx.version, end) {
                                     Ok((offset, timestamp)) => {
                                         r.offset = offset;
                                         r.timestamp = timestamp;
@@ -72,17 +87,18 @@ pub fn handle(
     response
 }
 
-/// `(offset, timestamp)` for one query; -1 for both when no record matches.
+/// `(offset, timestamp)` for one query, among offsets below `hw` (the high watermark, or the
+/// log end for followers); -1 for both when no record matches.
 fn lookup(
     partition: &Partition,
     timestamp: i64,
     version: i16,
+    hw: i64,
 ) -> Result<(i64, i64), ResponseError> {
     let storage = |e| {
         tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "offset lookup failed");
         ResponseError::KafkaStorageError
     };
-    let hw = partition.high_watermark();
     match timestamp {
         LATEST => Ok((hw, -1)),
         EARLIEST => Ok((partition.log_start_offset(), -1)),

@@ -206,6 +206,23 @@ pub async fn handle(
     Ok(ready(reply))
 }
 
+/// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when it exists
+/// on other brokers (the client's metadata is stale), KAFKA_STORAGE_ERROR when it is assigned
+/// here but could not be opened, UNKNOWN_TOPIC_OR_PARTITION when it does not exist.
+fn missing_partition(broker: &Broker, topic: &str, index: i32) -> kafka_protocol::ResponseError {
+    use kafka_protocol::ResponseError;
+    match broker
+        .metadata
+        .current()
+        .topic(topic)
+        .and_then(|t| t.partitions.get(&index))
+    {
+        Some(p) if p.replicas.contains(&broker.config.node_id) => ResponseError::KafkaStorageError,
+        Some(_) => ResponseError::NotLeaderOrFollower,
+        None => ResponseError::UnknownTopicOrPartition,
+    }
+}
+
 fn ready(frame: Option<Bytes>) -> Reply {
     frame.map_or(Reply::Close, Reply::Ready)
 }

@@ -85,11 +85,25 @@ pub fn offset_commit(
         })
         .collect();
     match outcome {
-        Ok((_, Some((partition, end)))) if broker.config.flush_policy == FlushPolicy::Sync => {
+        // Acknowledged once replicated to the offsets partition's ISR (and fsynced under the
+        // sync flush policy), like a produce with acks=all.
+        Ok((_, Some((partition, end)))) => {
             let broker = broker.clone();
+            let epoch = partition.leader_epoch();
             Reply::Later(Box::pin(async move {
-                if let Err(e) = partition.wait_durable(end).await {
-                    tracing::error!(error = %e, "offsets topic fsync failed");
+                let deadline = tokio::time::Instant::now() + OFFSET_COMMIT_TIMEOUT;
+                let committed = partition.wait_committed(end, epoch, deadline).await;
+                let durable = match committed {
+                    Ok(()) if broker.config.flush_policy == FlushPolicy::Sync => {
+                        partition.wait_durable(end).await.map_err(|e| {
+                            tracing::error!(error = %e, "offsets topic fsync failed");
+                            ResponseError::KafkaStorageError
+                        })
+                    }
+                    other => other,
+                };
+                if let Err(e) = durable {
+                    tracing::debug!(error = ?e, "offset commit not replicated in time");
                     for t in &mut response.topics {
                         for p in t.partitions.iter_mut().filter(|p| p.error_code == 0) {
                             p.error_code = ResponseError::CoordinatorNotAvailable.code();
@@ -102,6 +116,9 @@ pub fn offset_commit(
         _ => super::ready(ctx.respond(broker, &response)),
     }
 }
+
+/// Kafka's `offsets.commit.timeout.ms` default.
+const OFFSET_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 type TopicOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;

@@ -1,7 +1,10 @@
-//! Produce: validate each partition's batch, append it as leader, and answer after acks=all
-//! and the flush policy are satisfied. Records are never decoded here.
+//! Produce: validate each partition's batch, append it as leader, and answer once acks and the
+//! flush policy are satisfied: acks=1 after the local append, acks=all once every in-sync
+//! replica has the records (the high watermark passed them), and with the sync flush policy
+//! once they are fsynced here. Records are never decoded here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -15,10 +18,19 @@ use crate::config::FlushPolicy;
 use crate::metadata::topic_name::is_internal;
 use crate::replica::{AppendOutcome, Partition};
 
-/// A partition's answer, and the offset it must be durable to before the answer goes out.
+/// What a partition's answer still waits for.
+struct Pending {
+    partition: Arc<Partition>,
+    /// The offset after the appended records.
+    end_offset: i64,
+    /// acks=all: the leader epoch of the append, whose high watermark must reach `end_offset`.
+    commit_in_epoch: Option<i32>,
+}
+
+/// A partition's answer, and what it waits for before going out.
 struct PartitionResult {
     response: PartitionProduceResponse,
-    durable_to: Option<(Arc<Partition>, i64)>,
+    pending: Option<Pending>,
 }
 
 pub fn handle(
@@ -53,7 +65,7 @@ pub fn handle(
                 Some((code, message)) => error(data.index, *code, message.clone()),
                 None => append(broker, &name, data.index, data.records, acks, now),
             };
-            if let Some(p) = result.durable_to {
+            if let Some(p) = result.pending {
                 pending.push(p);
             }
             partitions.push(result.response);
@@ -68,15 +80,40 @@ pub fn handle(
     }
     let mut response = ProduceResponse::default();
     response.responses = topics;
-    if broker.config.flush_policy == FlushPolicy::Interval || pending.is_empty() {
+    let sync_flush = broker.config.flush_policy == FlushPolicy::Sync;
+    pending.retain(|p| sync_flush || p.commit_in_epoch.is_some());
+    if pending.is_empty() {
         return super::ready(ctx.respond(broker, &response));
     }
+    let deadline = tokio::time::Instant::from_std(ctx.received)
+        + Duration::from_millis(request.timeout_ms.max(0) as u64);
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
-        for (partition, offset) in pending {
-            if let Err(e) = partition.wait_durable(offset).await {
-                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fsync failed");
-                mark_failed(&mut response, &partition, &e.to_string());
+        for p in pending {
+            if sync_flush {
+                if let Err(e) = p.partition.wait_durable(p.end_offset).await {
+                    tracing::error!(topic = %p.partition.topic, partition = p.partition.index, error = %e, "fsync failed");
+                    mark_failed(
+                        &mut response,
+                        &p.partition,
+                        ResponseError::KafkaStorageError,
+                        &e.to_string(),
+                    );
+                    continue;
+                }
+            }
+            if let Some(epoch) = p.commit_in_epoch {
+                if let Err(code) = p
+                    .partition
+                    .wait_committed(p.end_offset, epoch, deadline)
+                    .await
+                {
+                    let message = format!(
+                        "records up to offset {} not acknowledged by the in-sync replicas: {code:?}",
+                        p.end_offset - 1
+                    );
+                    mark_failed(&mut response, &p.partition, code, &message);
+                }
             }
         }
         ctx.respond(&broker, &response)
@@ -96,13 +133,9 @@ fn append(
         return error(index, ResponseError::InvalidTopicException, message);
     }
     let Some(partition) = broker.replicas.get(topic, index) else {
-        let code = match broker.metadata.current().topic(topic) {
-            Some(t) if t.partitions.contains_key(&index) => ResponseError::KafkaStorageError,
-            _ => ResponseError::UnknownTopicOrPartition,
-        };
         return error(
             index,
-            code,
+            super::missing_partition(broker, topic, index),
             format!("{topic}-{index} is not served by this broker"),
         );
     };
@@ -124,14 +157,33 @@ fn append(
                 AppendOutcome::Duplicate(_) => -1,
             };
             r.log_start_offset = partition.log_start_offset();
-            let durable_to = match outcome {
-                AppendOutcome::Appended(info) => Some((partition, info.last_offset + 1)),
-                AppendOutcome::Duplicate(meta) => Some((partition, meta.last_offset + 1)),
-            };
             broker.metrics.records_appended(records.len());
+            let end_offset = outcome.end_offset();
+            let mut commit_in_epoch = None;
+            if acks == -1 {
+                let epoch = partition.leader_epoch();
+                match partition.commit_status(end_offset, epoch) {
+                    // Committed already (a single in-sync replica): answer without waiting.
+                    Some(Ok(())) => {}
+                    Some(Err(code)) => {
+                        let mut result = error(
+                            index,
+                            code,
+                            format!("{topic}-{index}: appended but not committed: {code:?}"),
+                        );
+                        result.response.log_start_offset = partition.log_start_offset();
+                        return result;
+                    }
+                    None => commit_in_epoch = Some(epoch),
+                }
+            }
             PartitionResult {
                 response: r,
-                durable_to,
+                pending: Some(Pending {
+                    partition,
+                    end_offset,
+                    commit_in_epoch,
+                }),
             }
         }
         Err(e) => {
@@ -153,11 +205,16 @@ fn error(index: i32, code: ResponseError, message: String) -> PartitionResult {
     r.error_message = Some(StrBytes::from_string(message));
     PartitionResult {
         response: r,
-        durable_to: None,
+        pending: None,
     }
 }
 
-fn mark_failed(response: &mut ProduceResponse, partition: &Partition, message: &str) {
+fn mark_failed(
+    response: &mut ProduceResponse,
+    partition: &Partition,
+    code: ResponseError,
+    message: &str,
+) {
     let topic = response
         .responses
         .iter_mut()
@@ -167,7 +224,7 @@ fn mark_failed(response: &mut ProduceResponse, partition: &Partition, message: &
             .iter_mut()
             .find(|p| p.index == partition.index)
     }) {
-        p.error_code = ResponseError::KafkaStorageError.code();
+        p.error_code = code.code();
         p.base_offset = -1;
         p.error_message = Some(StrBytes::from_string(message.to_string()));
     }

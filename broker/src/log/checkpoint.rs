@@ -32,6 +32,11 @@ pub(crate) fn read_i64(dir: &Path, name: &str) -> Result<Option<i64>, LogError> 
 
 /// Atomically replaces `name` with `value`: write temp, fsync, rename, fsync dir.
 pub(crate) fn write_i64(dir: &Path, name: &str, value: i64) -> Result<(), LogError> {
+    write_atomic(dir, name, format!("{value}\n").as_bytes())
+}
+
+/// Atomically replaces `name` with `contents`: write temp, fsync, rename, fsync dir.
+pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), LogError> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let mut f = OpenOptions::new()
         .write(true)
@@ -39,7 +44,7 @@ pub(crate) fn write_i64(dir: &Path, name: &str, value: i64) -> Result<(), LogErr
         .truncate(true)
         .open(&tmp)
         .ctx(&tmp)?;
-    f.write_all(format!("{value}\n").as_bytes()).ctx(&tmp)?;
+    f.write_all(contents).ctx(&tmp)?;
     f.sync_all().ctx(&tmp)?;
     let path = dir.join(name);
     fs::rename(&tmp, &path).ctx(&path)?;

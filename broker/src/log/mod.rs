@@ -9,7 +9,7 @@
 //! takes it only to swap cleaned segments in (renames and one directory fsync).
 
 pub mod batch;
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod cleaner;
 mod compact;
 pub mod config;
@@ -366,8 +366,9 @@ impl Log {
     }
 
     /// Appends batches fetched from the leader, keeping their offsets, epochs
-    /// and timestamps. The first batch must start at the log end offset and
-    /// offsets must increase; every CRC is checked.
+    /// and timestamps. The first batch must start at or after the log end
+    /// offset (a compacted leader log has gaps between batches) and offsets
+    /// must increase; every CRC is checked.
     pub fn append_as_follower(&self, records: &[u8]) -> Result<AppendInfo, LogError> {
         let mut metas = Vec::new();
         let mut pos = 0usize;
@@ -407,7 +408,7 @@ impl Log {
         let (first_offset, last_offset) = (first.base_offset, last.last_offset);
         let mut st = self.lock_writable()?;
         let expected = st.log_end_offset();
-        if first_offset != expected {
+        if first_offset < expected {
             return Err(LogError::NonContiguousAppend {
                 expected,
                 got: first_offset,
@@ -701,6 +702,32 @@ impl Log {
         Ok(())
     }
 
+    /// Empties the log and restarts it at `offset` (log start and end), as a
+    /// follower does when the leader no longer has the data it would fetch next.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        let base = offset.max(0);
+        let mut st = self.lock_writable()?;
+        st.truncations += 1;
+        let mut doomed = Vec::new();
+        for s in st.segments.drain(..) {
+            doomed.extend(s.rename_to_deleted()?);
+        }
+        let seg = Segment::create(&self.dir, base, now_ms())?;
+        st.segments.push(seg);
+        st.dir_dirty = true;
+        st.log_start_offset = base;
+        st.flushed_offset = base;
+        checkpoint::write_i64(&self.dir, LOG_START_OFFSET_FILE, base)?;
+        if st.cleaner_checkpoint != base {
+            st.cleaner_checkpoint = base;
+            checkpoint::write_i64(&self.dir, CLEANER_CHECKPOINT_FILE, base)?;
+        }
+        drop(st);
+        checkpoint::sync_dir(&self.dir)?;
+        remove_files(&doomed);
+        Ok(())
+    }
+
     /// Deletes old segments per retention.ms / retention.bytes and the log start
     /// offset (see `retention::segments_to_delete`), rolling first if the active
     /// segment itself must go. Moves and persists the log start offset.
@@ -791,6 +818,50 @@ impl Log {
                 match scanner.next_batch().ctx(&v.path)? {
                     Scanned::Batch { header, .. } if header.last_offset() >= offset => {
                         out.push(header)
+                    }
+                    Scanned::Batch { .. } => {}
+                    Scanned::End => break,
+                    Scanned::Invalid { position, reason } => {
+                        return Err(LogError::Corrupt {
+                            path: v.path,
+                            position,
+                            reason,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where each leader epoch starts in the log from `offset` on: `(epoch,
+    /// base offset of its first batch)` for every batch whose epoch is larger
+    /// than the one before it. Reads headers only; rebuilds a lost
+    /// leader-epoch checkpoint.
+    pub fn leader_epoch_starts(&self, offset: i64) -> Result<Vec<(i32, i64)>, LogError> {
+        let views: Vec<SegView> = {
+            let st = self.lock();
+            let i = st.segment_index_for(offset);
+            st.segments[i..]
+                .iter()
+                .map(|s| SegView {
+                    file: Arc::clone(&s.log),
+                    path: s.log_path.clone(),
+                    start: s.lookup_position(offset),
+                    size: s.size,
+                })
+                .collect()
+        };
+        let mut out: Vec<(i32, i64)> = Vec::new();
+        for v in views {
+            let mut scanner = BatchScanner::new(&v.file, v.start, v.size, false);
+            loop {
+                match scanner.next_batch().ctx(&v.path)? {
+                    Scanned::Batch { header, .. } if header.last_offset() >= offset => {
+                        let epoch = header.partition_leader_epoch;
+                        if epoch >= 0 && out.last().is_none_or(|&(last, _)| epoch > last) {
+                            out.push((epoch, header.base_offset));
+                        }
                     }
                     Scanned::Batch { .. } => {}
                     Scanned::End => break,
