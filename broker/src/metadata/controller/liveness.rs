@@ -26,6 +26,12 @@ impl Liveness {
         self.shutting_down.contains(&id)
     }
 
+    /// A (re)started broker registered: a new process, not the one that was shutting down.
+    pub fn registered(&mut self, id: i32, now: Instant) {
+        self.shutting_down.remove(&id);
+        self.last_seen.insert(id, now);
+    }
+
     pub fn shutting_down(&mut self, id: i32) {
         self.shutting_down.insert(id);
     }
@@ -75,5 +81,7 @@ mod tests {
             .is_empty());
         l.shutting_down(1);
         assert!(l.seen(1, t0), "heartbeats report the shutdown");
+        l.registered(1, t0);
+        assert!(!l.seen(1, t0), "a restarted broker is not shutting down");
     }
 }

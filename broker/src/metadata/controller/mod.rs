@@ -149,8 +149,12 @@ pub trait Forwarder: Send + Sync {
         &self,
         http_address: String,
         request: ControllerRequest,
+        timeout: Duration,
     ) -> BoxFuture<'static, Result<ControllerResponse, ControllerError>>;
 }
+
+/// How long a forwarded admin request may take (a commit, plus one network hop).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Decides and commits metadata changes on the quorum leader; forwards from other brokers.
 pub struct Controller {
@@ -201,7 +205,17 @@ impl Controller {
         }
         match (self.log.leader(), &self.forwarder) {
             (Some((id, addr)), Some(forwarder)) if id != self.node_id => {
-                forwarder.forward(addr, request).await
+                // A controller that stopped answering (paused, partitioned) must not hold up
+                // heartbeats past the session timeout: by then a new controller is elected
+                // and the next heartbeat goes there.
+                let timeout = match request {
+                    ControllerRequest::Heartbeat { .. } => self.config.broker_session_timeout / 3,
+                    ControllerRequest::AlterPartition { .. } => {
+                        self.config.broker_session_timeout
+                    }
+                    _ => FORWARD_TIMEOUT,
+                };
+                forwarder.forward(addr, request, timeout).await
             }
             _ => Err(ControllerError::not_controller(
                 "no controller is elected yet; retry",
@@ -247,7 +261,7 @@ impl Controller {
                 let id = broker.id;
                 self.commit(brokers::register(&image, broker, config))
                     .await?;
-                self.liveness().seen(id, Instant::now());
+                self.liveness().registered(id, Instant::now());
                 Ok(ControllerResponse::Done)
             }
             ControllerRequest::Heartbeat {

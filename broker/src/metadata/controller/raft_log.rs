@@ -12,9 +12,6 @@ use super::{BoxFuture, ControllerError, Forwarder, MetadataLog, ProposeError};
 use crate::metadata::quorum::{Quorum, QuorumError};
 use crate::metadata::records::MetadataRecord;
 
-/// How long a forwarded controller request may take (a commit, plus one network hop).
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The path of the controller RPC on every broker's HTTP side port.
 pub const CONTROLLER_RPC_PATH: &str = "/internal/controller";
 
@@ -57,14 +54,11 @@ impl Forwarder for RpcForwarder {
         &self,
         http_address: String,
         request: ControllerRequest,
+        timeout: Duration,
     ) -> BoxFuture<'static, Result<ControllerResponse, ControllerError>> {
         Box::pin(async move {
-            let answer: Result<Result<ControllerResponse, WireError>, _> = crate::rpc::call(
-                &http_address,
-                CONTROLLER_RPC_PATH,
-                &request,
-                FORWARD_TIMEOUT,
-            )
+            let answer: Result<Result<ControllerResponse, WireError>, _> =
+                crate::rpc::call(&http_address, CONTROLLER_RPC_PATH, &request, timeout)
             .await;
             match answer {
                 Ok(Ok(response)) => Ok(response),
