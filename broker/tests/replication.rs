@@ -31,6 +31,7 @@ use kafka_protocol::records::{
 };
 use kafka_protocol::ResponseError;
 use sluice_broker::broker::Broker;
+use sluice_broker::metadata::controller::requests::ControllerRequest;
 use sluice_broker::metadata::{
     BrokerInfo, MetadataListener, MetadataRecord, NewTopic, PartitionImage,
 };
@@ -67,10 +68,21 @@ async fn register_peer(tb: &TestBroker, id: i32, addr: SocketAddr) {
         incarnation: uuid::Uuid::new_v4(),
         fenced: false,
     };
-    broker(tb)
-        .control(move |c| c.register_broker(info))
+    let incarnation = info.incarnation;
+    let controller = &broker(tb).controller;
+    controller
+        .handle(ControllerRequest::RegisterBroker { broker: info })
         .await
         .expect("peer registered");
+    // A heartbeat from the (pretend) caught-up peer unfences it, so it can be in the ISR.
+    controller
+        .handle(ControllerRequest::Heartbeat {
+            id,
+            incarnation,
+            caught_up: true,
+        })
+        .await
+        .expect("peer unfenced");
 }
 
 /// Creates one-partition `TOPIC` with `replicas` (the first leads, all in sync).
@@ -86,7 +98,8 @@ async fn create_topic(tb: &TestBroker, replicas: &[i32], configs: &[(&str, &str)
             .collect(),
     };
     broker(tb)
-        .control(move |c| c.create_topic(topic, false))
+        .controller
+        .create_topic(topic, false)
         .await
         .expect("topic created");
 }

@@ -21,6 +21,8 @@ impl TestBroker {
             data_dir: dir.path().to_path_buf(),
             listener: "127.0.0.1:0".parse().unwrap(),
             http_listener: "127.0.0.1:0".parse().unwrap(),
+            // Tests register pretend peers that never heartbeat; they must not be fenced.
+            broker_session_timeout: std::time::Duration::from_secs(3600),
             ..Default::default()
         };
         configure(&mut config);

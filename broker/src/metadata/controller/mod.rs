@@ -210,9 +210,7 @@ impl Controller {
                 // and the next heartbeat goes there.
                 let timeout = match request {
                     ControllerRequest::Heartbeat { .. } => self.config.broker_session_timeout / 3,
-                    ControllerRequest::AlterPartition { .. } => {
-                        self.config.broker_session_timeout
-                    }
+                    ControllerRequest::AlterPartition { .. } => self.config.broker_session_timeout,
                     _ => FORWARD_TIMEOUT,
                 };
                 forwarder.forward(addr, request, timeout).await

@@ -58,8 +58,7 @@ impl Forwarder for RpcForwarder {
     ) -> BoxFuture<'static, Result<ControllerResponse, ControllerError>> {
         Box::pin(async move {
             let answer: Result<Result<ControllerResponse, WireError>, _> =
-                crate::rpc::call(&http_address, CONTROLLER_RPC_PATH, &request, timeout)
-            .await;
+                crate::rpc::call(&http_address, CONTROLLER_RPC_PATH, &request, timeout).await;
             match answer {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(e)) => Err(ControllerError::from_wire(e)),
