@@ -46,3 +46,95 @@ def watch_events(kube: SyncClient, path: str, count: int, timeout: float = 10.0,
 def random_loopback_base() -> str:
     """A random 127.A.B.0/24 block for one test's pod addresses (never 127.0.0.x)."""
     return f"127.{random.randint(1, 254)}.{random.randint(0, 254)}"
+
+
+def broker_objects(name: str, namespace: str, replicas: int, cluster_id: str,
+                   config: dict | None = None) -> list[dict]:
+    """A hand-written broker StatefulSet with its ConfigMap and headless Service, shaped like the
+    operator's (tests/kit must not depend on the operator to test the kubelet)."""
+    sts_name, svc = f"{name}-kafka", f"{name}-kafka-brokers"
+    labels = {"app.kubernetes.io/name": "sluice-broker", "app.kubernetes.io/instance": name}
+    voters = ",".join(f"{i}@{sts_name}-{i}.{svc}.{namespace}.svc:9644" for i in range(min(replicas, 3)))
+    props = {
+        "listeners": "0.0.0.0:9092", "http.listener": "0.0.0.0:9644",
+        "log.dirs": "/var/lib/sluice/data", "cluster.id": cluster_id,
+        "controller.quorum.bootstrap.servers": voters,
+        "default.replication.factor": str(min(replicas, 3)),
+        "min.insync.replicas": "2" if replicas >= 3 else "1",
+        **(config or {}),
+    }
+    text = "".join(f"{k}={v}\n" for k, v in props.items())
+    host = f"$(POD_NAME).{svc}.$(POD_NAMESPACE).svc"
+    field = lambda n, p: {"name": n, "valueFrom": {"fieldRef": {"fieldPath": p}}}  # noqa: E731
+    probe = lambda path: {"httpGet": {"path": path, "port": "http", "scheme": "HTTP"},  # noqa: E731
+                          "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{sts_name}-config", "labels": labels},
+         "data": {"server.properties": text}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc, "labels": labels},
+         "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": labels,
+                  "ports": [{"name": "kafka", "port": 9092}, {"name": "http", "port": 9644}]}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": sts_name, "labels": labels},
+         "spec": {
+             "replicas": replicas, "serviceName": svc, "selector": {"matchLabels": labels},
+             "podManagementPolicy": "Parallel", "updateStrategy": {"type": "RollingUpdate"},
+             "template": {
+                 "metadata": {"labels": labels, "annotations": {"kafka.sluice.dev/config-hash": "1"}},
+                 "spec": {
+                     "terminationGracePeriodSeconds": 120,
+                     "containers": [{
+                         "name": "broker", "image": "sluice:test", "command": ["sluice-broker"],
+                         "args": ["--config", "/etc/sluice/server.properties"],
+                         "ports": [{"name": "kafka", "containerPort": 9092},
+                                   {"name": "http", "containerPort": 9644}],
+                         "env": [field("POD_NAME", "metadata.name"), field("POD_NAMESPACE", "metadata.namespace"),
+                                 field("SLUICE_NODE_ID", "metadata.labels['apps.kubernetes.io/pod-index']"),
+                                 {"name": "SLUICE_ADVERTISED_LISTENERS", "value": f"{host}:9092"},
+                                 {"name": "SLUICE_ADVERTISED_HTTP_LISTENER", "value": f"{host}:9644"}],
+                         "readinessProbe": probe("/readyz"), "livenessProbe": probe("/healthz"),
+                         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/sluice"},
+                                          {"name": "config", "mountPath": "/etc/sluice", "readOnly": True},
+                                          {"name": "tmp", "mountPath": "/tmp"}],
+                     }],
+                     "volumes": [{"name": "config", "configMap": {"name": f"{sts_name}-config"}},
+                                 {"name": "tmp", "emptyDir": {}}],
+                 },
+             },
+             "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                                       "spec": {"accessModes": ["ReadWriteOnce"],
+                                                "resources": {"requests": {"storage": "1Gi"}}}}],
+         }},
+    ]
+
+
+class WatchRecorder:
+    """Records every event of a watch on `path` (from the current version) on a thread."""
+
+    def __init__(self, kube, path: str, **params):
+        import threading
+
+        self.events: list[tuple[float, str, dict]] = []
+        self._stop = False
+        rv = kube.request("GET", path)["metadata"]["resourceVersion"]
+        q = "&".join(f"{k}={v}" for k, v in {"watch": "1", "resourceVersion": rv,
+                                              "timeoutSeconds": "600", **params}.items())
+        self._req = urllib.request.Request(f"{kube.conn.server}{path}?{q}", headers=kube.conn.headers)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import time
+
+        try:
+            with urllib.request.urlopen(self._req, timeout=600) as r:
+                while not self._stop:
+                    line = r.readline()
+                    if not line:
+                        return
+                    ev = json.loads(line)
+                    self.events.append((time.monotonic(), ev["type"], ev["object"]))
+        except OSError:
+            return
+
+    def stop(self):
+        self._stop = True
