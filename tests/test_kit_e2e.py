@@ -84,13 +84,17 @@ def test_cluster_and_topic_from_the_examples(kit):
         desc = admin.describe_topics(["orders"])[0]
         assert desc["error_code"] == 0
         assert len(desc["partitions"]) == 6
-        assert all(len(p["replicas"]) == 3 for p in desc["partitions"])
-        configs = admin.describe_configs(
-            [__import__("kafka.admin", fromlist=["ConfigResource"]).ConfigResource("TOPIC", "orders")])
-        text = repr(configs)
-        assert "retention.ms" in text and "604800000" in text
+        replicas = [p["replica_nodes"] for p in desc["partitions"]]
+        assert all(len(set(r)) == 3 for r in replicas), replicas
     finally:
         admin.close()
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "orders")
+    confluent_admin = AdminClient({"bootstrap.servers": bootstrap})
+    configs = confluent_admin.describe_configs([resource])[resource].result(30)
+    assert configs["retention.ms"].value == "604800000"
+    assert configs["min.insync.replicas"].value == "2"
 
     # The quick-start producer and a group consumer round-trip a record.
     value = f"hello-{uuid.uuid4().hex}".encode()

@@ -128,7 +128,11 @@ def json_patch(doc, ops):
                 _remove(doc, src)
             doc = _add(doc, parts, value)
         elif kind == "test":
-            if _get(doc, parts) != op.get("value"):
+            try:
+                current = _get(doc, parts)
+            except PatchError:
+                current = None  # as the API server: a missing field tests equal to null
+            if current != op.get("value"):
                 raise PatchError(f"test failed at {op['path']}")
         else:
             raise PatchError(f"unknown operation {kind!r}")
