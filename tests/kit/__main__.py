@@ -2,9 +2,9 @@
 sluice-operator, then a shell with KUBECONFIG set. Leaving the shell stops everything.
 
     scripts/kit.sh                       # build first: cargo build --release -p sluice-broker -p sluice-operator
-    kubectl apply --server-side -f examples/kafkacluster.yaml
+    kubectl apply --server-side --validate=false -f examples/kafkacluster.yaml
     kubectl get kc demo -o yaml          # until the Ready condition is True
-    kubectl apply --server-side -f examples/kafkatopic.yaml
+    kubectl apply --server-side --validate=false -f examples/kafkatopic.yaml
 """
 
 from __future__ import annotations
@@ -69,10 +69,11 @@ sluice kit running
   logs         {workdir}/operator.log, {workdir}/pods/<ns>/<pod>/container.log
   claims       {workdir}/pvc/<ns>/<claim>/
 
-  kubectl apply --server-side -f examples/kafkacluster.yaml
+  kubectl apply --server-side --validate=false -f examples/kafkacluster.yaml
   kubectl get kc demo -o jsonpath='{{.status.conditions}}'
   kubectl get pods
-  kubectl apply --server-side -f examples/kafkatopic.yaml
+  kubectl apply --server-side --validate=false -f examples/kafkatopic.yaml
+The kit serves no OpenAPI documents: kubectl apply/create need --validate=false.
 Brokers advertise their pod IPs: bootstrap from any pod IP, port 9092 (status.podIP).
 Exit the shell to stop everything.
 """, flush=True)
