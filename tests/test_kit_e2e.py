@@ -31,7 +31,7 @@ def kit(request, tmp_path):
     k.start_operator(OPERATOR_BIN)
     yield k
     rc = k.stop_operator()
-    k.stop()
+    k.stop(grace=3)
     assert rc == 0, f"operator exited with {rc}:\n{k.operator_log.read_text()[-3000:]}"
 
 
@@ -112,3 +112,131 @@ def test_cluster_and_topic_from_the_examples(kit):
         assert value in got
     finally:
         consumer.close()
+
+
+def topic_ready(kit: Kit, name: str, generation: int | None = None):
+    def ok():
+        kt = kit.kube.get(KC, "kafkatopics", name, NS)
+        c = condition(kt, "Ready")
+        gen_ok = generation is None or (kt.get("status") or {}).get("observedGeneration") == generation
+        return c and c["status"] == "True" and gen_ok and kt
+    try:
+        return wait_for(ok, timeout=60, interval=0.3, msg=f"KafkaTopic {name} Ready")
+    except AssertionError:
+        kt = kit.kube.get(KC, "kafkatopics", name, NS)
+        raise AssertionError(f"{name} status: {kt.get('status')}\noperator log:\n"
+                             f"{kit.operator_log.read_text()[-3000:]}") from None
+
+
+def bootstrap_of(kit: Kit, replicas: int = 3) -> str:
+    return ",".join(f"{kit.pod_ip(NS, 'demo-kafka', i)}:9092" for i in range(replicas))
+
+
+def kafka_topics(bootstrap: str) -> dict[str, int]:
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    return {name: len(t.partitions) for name, t in md.topics.items() if not name.startswith("__")}
+
+
+def topic_config(bootstrap: str, topic: str, key: str) -> str | None:
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    return admin.describe_configs([resource])[resource].result(30)[key].value
+
+
+def topic_resource(name: str, partitions: int, replicas: int, policy: str = "Delete", config=None) -> dict:
+    return {"apiVersion": KC, "kind": "KafkaTopic", "metadata": {"name": name},
+            "spec": {"cluster": "demo", "partitions": partitions, "replicas": replicas,
+                     "config": config or {}, "deletionPolicy": policy}}
+
+
+def test_topic_grows_syncs_config_and_is_deleted_per_policy(kit):
+    kit.kube.create(load_example("kafkacluster.yaml"), NS)
+    wait_cluster_ready(kit, "demo", 3)
+    bootstrap = bootstrap_of(kit)
+    kit.kube.create(load_example("kafkatopic.yaml"), NS)
+    kit.kube.create(topic_resource("kept", 1, 3, "Retain"), NS)
+    topic_ready(kit, "orders")
+    topic_ready(kit, "kept")
+    assert kafka_topics(bootstrap) == {"orders": 6, "kept": 1}
+
+    kit.kube.patch(KC, "kafkatopics", "orders",
+                   {"spec": {"partitions": 12, "config": {"retention.ms": "3600000"}}}, NS)
+    kt = topic_ready(kit, "orders", generation=2)
+    assert kt["status"]["partitions"] == 12
+    assert kafka_topics(bootstrap)["orders"] == 12
+    assert topic_config(bootstrap, "orders", "retention.ms") == "3600000"
+
+    kit.kube.delete(KC, "kafkatopics", "orders", NS)
+    kit.kube.delete(KC, "kafkatopics", "kept", NS)
+    wait_for(lambda: not kit.kube.list(KC, "kafkatopics", NS)["items"], timeout=30, msg="KafkaTopics gone")
+    wait_for(lambda: kafka_topics(bootstrap) == {"kept": 1}, timeout=30,
+             msg="orders deleted (Delete), kept kept (Retain)")
+
+
+def test_config_change_rolls_brokers_one_at_a_time_without_losing_acked_records(kit):
+    from cluster import ContinuousProducer, check_acknowledged, read_partitions
+    from kitutil import WatchRecorder
+
+    kit.kube.create(load_example("kafkacluster.yaml"), NS)
+    wait_cluster_ready(kit, "demo", 3)
+    bootstrap = bootstrap_of(kit)
+    kit.kube.create(topic_resource("rolling", 3, 3, config={"min.insync.replicas": "2"}), NS)
+    topic_ready(kit, "rolling")
+    old = kit.kube.get("apps/v1", "statefulsets", "demo-kafka", NS)
+    rec = WatchRecorder(kit.kube, f"/api/v1/namespaces/{NS}/pods")
+    producer = ContinuousProducer(bootstrap, "rolling", 3, rate=300, conf={"acks": "all"}).start()
+    try:
+        producer.wait_progress(20, timeout=30, what="before the roll")
+        kit.kube.patch(KC, "kafkaclusters", "demo", {"spec": {"config": {"log.retention.check.interval.ms": "60000"}}},
+                       NS)
+
+        def rolled():
+            sts = kit.kube.get("apps/v1", "statefulsets", "demo-kafka", NS)
+            st = sts.get("status") or {}
+            return (st.get("updateRevision") != old["status"]["updateRevision"]
+                    and st.get("currentRevision") == st.get("updateRevision")
+                    and st.get("updatedReplicas") == 3 and st.get("readyReplicas") == 3) and sts
+        wait_for(rolled, timeout=150, interval=0.5, msg="brokers rolled to the new config")
+        wait_cluster_ready(kit, "demo", 3)
+        producer.wait_progress(20, timeout=60, what="after the roll")
+        producer.stop()
+    finally:
+        producer.close()
+        rec.stop()
+    deleted = [o["metadata"]["name"] for _, t, o in rec.events if t == "DELETED"]
+    assert deleted == ["demo-kafka-2", "demo-kafka-1", "demo-kafka-0"]
+    cm = kit.kube.get("v1", "configmaps", "demo-kafka-config", NS)
+    assert "log.retention.check.interval.ms=60000" in cm["data"]["server.properties"]
+    check = check_acknowledged(producer.acked, read_partitions(bootstrap, "rolling", 3))
+    check.assert_ok()
+    assert check.acknowledged > 40
+
+
+def test_operator_restarted_mid_reconcile_picks_up(kit):
+    kit.stop_operator()
+    kit.start_operator(OPERATOR_BIN)
+    kit.kube.create(load_example("kafkacluster.yaml"), NS)
+    # Stop the operator (SIGKILL: no clean shutdown) once it has applied the StatefulSet, before
+    # the cluster is Ready.
+    wait_for(lambda: kit.kube.get("apps/v1", "statefulsets", "demo-kafka", NS, ok_404=True), timeout=30,
+             interval=0.05, msg="StatefulSet applied")
+    kit.operator.kill()
+    kit.operator.wait()
+    kc = kit.kube.get(KC, "kafkaclusters", "demo", NS)
+    cluster_id = kc["status"]["clusterId"]
+    # While it is down: a topic appears and the cluster grows.
+    kit.kube.create(topic_resource("late", 2, 3), NS)
+    kit.kube.patch(KC, "kafkaclusters", "demo", {"spec": {"replicas": 4}}, NS)
+    kit.start_operator(OPERATOR_BIN)
+    kc = wait_cluster_ready(kit, "demo", 4)
+    assert kc["status"]["clusterId"] == cluster_id, "the cluster id survives the restart"
+    topic_ready(kit, "late")
+    assert kafka_topics(bootstrap_of(kit, 4))["late"] == 2
+    sts = kit.kube.get("apps/v1", "statefulsets", "demo-kafka", NS)
+    assert sts["spec"]["replicas"] == 4
+    managers = {m["manager"] for m in sts["metadata"]["managedFields"] if m["operation"] == "Apply"}
+    assert managers == {"sluice-operator"}

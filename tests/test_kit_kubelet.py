@@ -136,3 +136,29 @@ def test_template_change_rolls_highest_ordinal_first(kit):
         ready_new = [ts for ts, t, o in rec.events if o["metadata"]["name"] == before and t == "MODIFIED"
                      and o["metadata"]["labels"].get("controller-revision-hash") == new_rev and ready(o)]
         assert ready_new and ready_new[0] <= t_delete, f"{after} deleted before {before} was ready"
+
+
+def test_kill_and_pause_a_pod(kit):
+    sts = create_brokers(kit, "fault", 1)
+    _, ps = wait_ready(kit, sts, 1)
+    uid = ps["fault-kafka-0"]["metadata"]["uid"]
+
+    def status():
+        p = pods(kit, sts)["fault-kafka-0"]
+        return p, p["status"]["containerStatuses"][0]
+
+    # Killed: the container restarts in the same pod.
+    kit.kill(NS, "fault-kafka-0")
+    wait_for(lambda: status()[1]["restartCount"] == 1 and ready(status()[0]), timeout=60,
+             msg="restarted and ready")
+    assert status()[0]["metadata"]["uid"] == uid
+    # Paused: the readiness probe fails and the pod turns NotReady; resumed: Ready again.
+    kit.pause(NS, "fault-kafka-0")
+    try:
+        wait_for(lambda: not ready(status()[0]), timeout=30, msg="NotReady while paused")
+        st = kit.kube.get("apps/v1", "statefulsets", sts, NS)["status"]
+        assert st["readyReplicas"] == 0
+    finally:
+        kit.resume(NS, "fault-kafka-0")
+    wait_for(lambda: ready(status()[0]), timeout=30, msg="Ready after resume")
+    assert status()[1]["restartCount"] == 1
