@@ -308,3 +308,27 @@ def test_custom_resources_are_validated_pruned_and_defaulted(kube):
         kube.patch(KC, "kafkatopics", "orders", {"spec": {"replicas": "three"}}, NS)
     assert e.value.code == 422
     assert kube.get(KC, "kafkatopics", "orders", NS)["spec"]["replicas"] == 3
+
+
+def test_watch_sees_objects_moving_across_its_selector(kube):
+    a = kube.create(cm("a", labels={"team": "x"}), NS)
+    kube.patch("v1", "configmaps", "a", {"metadata": {"labels": {"team": "y"}}}, NS)
+    kube.patch("v1", "configmaps", "a", {"metadata": {"labels": {"team": "x"}}}, NS)
+    events = watch_events(kube, f"/api/v1/namespaces/{NS}/configmaps", 2,
+                          resourceVersion=a["metadata"]["resourceVersion"], labelSelector="team=x")
+    assert [t for t, _ in events] == ["DELETED", "ADDED"]
+    # sendInitialEvents: the state, then a bookmark marking its end.
+    events = watch_events(kube, f"/api/v1/namespaces/{NS}/configmaps", 2, sendInitialEvents="true",
+                          resourceVersionMatch="NotOlderThan", allowWatchBookmarks="true")
+    assert events[0][0] == "ADDED" and events[1][0] == "BOOKMARK"
+    assert events[1][1]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+
+
+def test_deleting_a_namespace_deletes_its_objects(kube):
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "scratch"}})
+    kube.create(cm("in-scratch"), "scratch")
+    kube.create(cm("in-default"), NS)
+    kube.delete("v1", "namespaces", "scratch")
+    assert kube.get("v1", "configmaps", "in-scratch", "scratch", ok_404=True) is None
+    assert kube.get("v1", "namespaces", "scratch", ok_404=True) is None
+    assert kube.get("v1", "configmaps", "in-default", NS)

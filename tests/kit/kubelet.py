@@ -337,6 +337,7 @@ class Kubelet:
         self.pods: dict[tuple, PodRunner] = {}
         self.stopping: dict[tuple, asyncio.Task] = {}
         self.known_pods: dict[tuple, dict] = {}
+        self.claims: set[tuple] = set()  # PVC objects this kubelet made sure of
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._stop = False
@@ -454,14 +455,16 @@ class Kubelet:
         self.wake()
 
     async def _on_pvc(self, etype, obj):
-        if etype in ("RELIST", "ADDED", "MODIFIED"):
+        if etype != "DELETED":
             return
-        if etype == "DELETED":
-            ns, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
-            if not any(r.ns == ns for r in self.pods.values() if not r.terminating and
-                       any(v.get("persistentVolumeClaim", {}).get("claimName") == name
-                           for v in r.pod["spec"].get("volumes") or [])):
-                shutil.rmtree(self.claim_dir(ns, name), ignore_errors=True)
+        ns, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
+        self.claims.discard((ns, name))
+        in_use = any(
+            r.ns == ns and not r.terminating
+            and any((v.get("persistentVolumeClaim") or {}).get("claimName") == name for v in r.pod["spec"].get("volumes") or [])
+            for r in self.pods.values())
+        if not in_use:  # a claim in use keeps its directory, as a PVC in use waits for its pod
+            shutil.rmtree(self.claim_dir(ns, name), ignore_errors=True)
 
     def _pod_gone(self, key):
         """The Pod object is gone: stop its process."""
@@ -495,14 +498,21 @@ class Kubelet:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # noqa: BLE001 - logged, retried on the next pass
-                    msg = f"reconcile {key}: {type(e).__name__}: {e}"
-                    log.warning(msg)
-                    self.errors.append(msg)
+                    self._error(f"reconcile {key}: {type(e).__name__}: {e}")
             # Pods of StatefulSets that are gone.
             for key, runner in list(self.pods.items()):
                 if runner.sts_key not in self.statefulsets:
-                    await self.client.delete("v1", "pods", runner.name, runner.ns)
-                    self._pod_gone(key)
+                    try:
+                        await self._delete_pod(runner)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - retried on the next pass
+                        self._error(f"delete pod {key}: {type(e).__name__}: {e}")
+
+    def _error(self, msg: str):
+        log.warning(msg)
+        self.errors.append(msg)
+        del self.errors[:-100]
 
     async def _reconcile(self, key):
         sts = self.statefulsets[key]
@@ -521,13 +531,13 @@ class Kubelet:
             for claim in spec.get("volumeClaimTemplates") or []:
                 cname = podspec.claim_name(claim["metadata"]["name"], pod)
                 self.claim_dir(ns, cname).mkdir(parents=True, exist_ok=True)
-                if (ns, cname) not in getattr(self, "_claims", set()):
+                if (ns, cname) not in self.claims:
                     try:
                         await self.client.create(podspec.pvc_for(sts, claim, pod), ns)
                     except KubeError as e:
                         if e.code != 409:
                             raise
-                    self.__dict__.setdefault("_claims", set()).add((ns, cname))
+                    self.claims.add((ns, cname))
 
         # Scale down: highest ordinal first (all at once for Parallel).
         excess = sorted((o for o in mine if o >= replicas), reverse=True)
@@ -541,7 +551,7 @@ class Kubelet:
                 for claim in spec.get("volumeClaimTemplates") or []:
                     cname = podspec.claim_name(claim["metadata"]["name"], pod)
                     await self.client.delete("v1", "persistentvolumeclaims", cname, ns)
-                    getattr(self, "_claims", set()).discard((ns, cname))
+                    self.claims.discard((ns, cname))
 
         # Scale up / recreate.
         for ordinal in range(replicas):

@@ -344,11 +344,8 @@ class Store:
             }
 
     def _crd_changed(self, rec: Record):
-        rt = from_crd(rec.obj)
-        old = self.types.get(rt.key)
-        self.register(rt)
-        if old is None:
-            return
+        """A created or updated CRD: (re)serve its kind."""
+        self.register(from_crd(rec.obj))
 
     def _write(self, t: ResourceType, rec: Record, new: dict, old: dict) -> dict:
         """Stores `new` (already merged and checked) over `old`: no-op when nothing changed,
