@@ -332,3 +332,23 @@ def test_deleting_a_namespace_deletes_its_objects(kube):
     assert kube.get("v1", "configmaps", "in-scratch", "scratch", ok_404=True) is None
     assert kube.get("v1", "namespaces", "scratch", ok_404=True) is None
     assert kube.get("v1", "configmaps", "in-default", NS)
+
+
+def test_table_output_uses_printer_columns(kube):
+    import json
+    import urllib.request
+
+    apply_crds(kube)
+    kube.create(load_example("kafkatopic.yaml"), NS)
+    kube.patch(KC, "kafkatopics", "orders", {"status": {"topicName": "orders", "conditions": [
+        {"type": "Ready", "status": "True", "reason": "Synced", "message": "",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}, NS, sub="status")
+    req = urllib.request.Request(f"{kube.conn.server}/apis/{KC}/namespaces/{NS}/kafkatopics",
+                                 headers={**kube.conn.headers,
+                                          "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        t = json.load(r)
+    assert t["kind"] == "Table"
+    assert [c["name"] for c in t["columnDefinitions"]] == [
+        "Name", "Cluster", "Topic", "Partitions", "Replicas", "Ready", "Age"]
+    assert t["rows"][0]["cells"][:6] == ["orders", "demo", "orders", 6, 3, "True"]

@@ -3,7 +3,7 @@ sluice-operator, then a shell with KUBECONFIG set. Leaving the shell stops every
 
     scripts/kit.sh                       # build first: cargo build --release -p sluice-broker -p sluice-operator
     kubectl apply --server-side --validate=false -f examples/kafkacluster.yaml
-    kubectl get kc demo -o yaml          # until the Ready condition is True
+    kubectl get kc -w                    # until READY is 3 and STATUS is True
     kubectl apply --server-side --validate=false -f examples/kafkatopic.yaml
 """
 
@@ -70,11 +70,11 @@ sluice kit running
   claims       {workdir}/pvc/<ns>/<claim>/
 
   kubectl apply --server-side --validate=false -f examples/kafkacluster.yaml
-  kubectl get kc demo -o jsonpath='{{.status.conditions}}'
-  kubectl get pods
+  kubectl get kc -w                      # until READY is 3 and STATUS is True
+  kubectl get pods -o wide               # IP: the brokers' addresses
   kubectl apply --server-side --validate=false -f examples/kafkatopic.yaml
 The kit serves no OpenAPI documents: kubectl apply/create need --validate=false.
-Brokers advertise their pod IPs: bootstrap from any pod IP, port 9092 (status.podIP).
+Brokers advertise their pod IPs: bootstrap from any pod IP, port 9092 (kubectl get pods -o wide).
 Exit the shell to stop everything.
 """, flush=True)
         env = {**os.environ, "KUBECONFIG": str(kit.kubeconfig), "SLUICE_KIT_DIR": str(workdir),

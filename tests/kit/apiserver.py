@@ -8,7 +8,9 @@ the built-in kinds in resources.py and for every kind a CustomResourceDefinition
 field selectors, merge / JSON / strategic-merge (approximated as merge) patches and server-side
 apply, and the semantics in store.py.
 
-Not served: authentication and authorization (everything is allowed), protobuf and Table output,
+Also served: Table output for kubectl get (tables.py).
+
+Not served: authentication and authorization (everything is allowed), protobuf,
 OpenAPI documents (/openapi/* is 404, hence kubectl's --validate=false), paging (`limit` is
 ignored, lists are complete), foreground/orphan deletion (deletion always cascades in the
 background), CEL validation rules, admission webhooks, pod graceful deletion (a deleted pod is
@@ -27,6 +29,7 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
+from . import tables
 from .patch import PatchError, json_patch, merge_patch
 from .resources import api_resource
 from .selectors import SelectorError, parse_field_selector, parse_label_selector
@@ -150,6 +153,8 @@ class ApiServer:
                 if _truthy(q.get("watch")):
                     return await self._watch(request, t, ns, labels, fields, api_version)
                 items = [render(o) for o in st.list(t, ns, labels, fields)]
+                if tables.wants_table(request.headers.get("Accept", "")):
+                    return _json(tables.table(t, version, items, str(st.rv)))
                 return _json({"apiVersion": api_version, "kind": f"{t.kind}List",
                               "metadata": {"resourceVersion": str(st.rv)}, "items": items})
             if method == "POST":
@@ -173,7 +178,10 @@ class ApiServer:
                 return _json(st.scale_of(t, obj))
             raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on scale")
         if method == "GET":
-            return _json(render(st.get(t, ns, name)))
+            obj = render(st.get(t, ns, name))
+            if tables.wants_table(request.headers.get("Accept", "")):
+                return _json(tables.table(t, version, [obj], obj["metadata"]["resourceVersion"]))
+            return _json(obj)
         if method == "PUT":
             body = await self._body(request)
             return _json(render(st.update(t, ns, name, body, manager, sub, api_version)))
@@ -282,12 +290,19 @@ class ApiServer:
         st.watchers.append(w)
         resp = await self._open_stream(request)
         bookmarks = _truthy(q.get("allowWatchBookmarks"))
+        as_table = tables.wants_table(request.headers.get("Accept", ""))
+        version = api_version.rsplit("/", 1)[-1]
+
+        def out(obj):
+            obj = self._render(obj, api_version)
+            return tables.table(t, version, [obj], obj["metadata"]["resourceVersion"]) if as_table else obj
+
         timeout = float(q.get("timeoutSeconds") or 1800)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
             for kind, obj in initial:
-                await self._send(resp, kind, self._render(obj, api_version))
+                await self._send(resp, kind, out(obj))
             if end_marker:
                 await self._send(resp, "BOOKMARK", self._bookmark(t, api_version, initial_end=True))
             next_bookmark = loop.time() + BOOKMARK_INTERVAL
@@ -304,7 +319,7 @@ class ApiServer:
                         await self._send(resp, "BOOKMARK", self._bookmark(t, api_version))
                         next_bookmark = loop.time() + BOOKMARK_INTERVAL
                     continue
-                await self._send(resp, kind, self._render(obj, api_version))
+                await self._send(resp, kind, out(obj))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -20,6 +20,7 @@ class ResourceType:
     # scale subresource: {"specReplicasPath", "statusReplicasPath", "labelSelectorPath"}
     scale: dict | None = None
     schemas: dict[str, dict] = field(default_factory=dict)  # version -> openAPIV3Schema (CRs)
+    printer_columns: dict[str, list] = field(default_factory=dict)  # version -> additionalPrinterColumns
     custom: bool = False
     categories: list[str] = field(default_factory=list)
 
@@ -85,6 +86,7 @@ def from_crd(crd: dict) -> ResourceType:
         status="status" in subresources,
         scale=dict(scale) if scale is not None else None,
         schemas={v["name"]: (v.get("schema") or {}).get("openAPIV3Schema") or {} for v in served},
+        printer_columns={v["name"]: list(v.get("additionalPrinterColumns") or []) for v in served},
         custom=True,
     )
 
