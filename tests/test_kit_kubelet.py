@@ -146,8 +146,10 @@ def test_kill_and_pause_a_pod(kit):
         p = pods(kit, sts)["fault-kafka-0"]
         return p, p["status"]["containerStatuses"][0]
 
-    # Killed: the container restarts in the same pod.
-    kit.kill(NS, "fault-kafka-0")
+    # Killed (through the kit's HTTP control endpoint): the container restarts in the same pod.
+    listed = kit.kube.request("GET", "/kit/v1/pods")
+    assert [(p["name"], p["ip"]) for p in listed] == [("fault-kafka-0", kit.pod_ip(NS, sts, 0))]
+    kit.kube.request("POST", f"/kit/v1/namespaces/{NS}/pods/fault-kafka-0/kill")
     wait_for(lambda: status()[1]["restartCount"] == 1 and ready(status()[0]), timeout=60,
              msg="restarted and ready")
     assert status()[0]["metadata"]["uid"] == uid

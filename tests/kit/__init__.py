@@ -69,6 +69,8 @@ class Kit:
         self.kubelet = Kubelet(self.kubeconfig, self.workdir, self.ip_base, self.binaries,
                                self.namespace, self.probe_interval, self.max_grace)
         self.loop.run(self.kubelet.start())
+        if self.apiserver is not None:
+            self.apiserver.kubelet = self.kubelet
         if self.bootstrap_annotations:
             async def start_shim():
                 self._shim = asyncio.create_task(shims.bootstrap_annotations(self.kubelet))

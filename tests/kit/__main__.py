@@ -75,9 +75,12 @@ sluice kit running
   kubectl apply --server-side --validate=false -f examples/kafkatopic.yaml
 The kit serves no OpenAPI documents: kubectl apply/create need --validate=false.
 Brokers advertise their pod IPs: bootstrap from any pod IP, port 9092 (kubectl get pods -o wide).
+Faults: curl -X POST $SLUICE_KIT_API/kit/v1/namespaces/default/pods/demo-kafka-1/kill   (or pause, resume;
+        GET $SLUICE_KIT_API/kit/v1/pods lists pods with their pids)
 Exit the shell to stop everything.
 """, flush=True)
         env = {**os.environ, "KUBECONFIG": str(kit.kubeconfig), "SLUICE_KIT_DIR": str(workdir),
+               "SLUICE_KIT_API": kit.apiserver.url if kit.apiserver else "",
                "PS1": r"(sluice-kit) \w \$ "}
         if args.command:
             return subprocess.call(args.command, shell=True, env=env, cwd=ROOT)

@@ -63,6 +63,7 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self.requests = 0
+        self.kubelet = None  # set by Kit: enables the /kit/v1 fault-injection endpoints
 
     @property
     def url(self) -> str:
@@ -102,6 +103,8 @@ class ApiServer:
             return web.Response(text="ok")
         if parts == ["version"]:
             return _json(VERSION)
+        if parts[:2] == ["kit", "v1"]:
+            return self._kit_control(method, parts[2:])
         if parts[0] == "api":
             if len(parts) == 1:
                 return _json({"kind": "APIVersions", "versions": ["v1"],
@@ -207,6 +210,26 @@ class ApiServer:
             options = await self._body(request, optional=True) or {}
             return _json(render(st.delete(t, ns, name, options)))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed")
+
+    def _kit_control(self, method: str, parts: list[str]) -> web.Response:
+        """Not Kubernetes: the kit's fault injection for developers at a terminal.
+        GET /kit/v1/pods; POST /kit/v1/namespaces/<ns>/pods/<pod>/{kill,pause,resume}."""
+        k = self.kubelet
+        if k is None:
+            raise ApiError(404, "NotFound", "no kubelet attached to this API server")
+        if method == "GET" and parts == ["pods"]:
+            return _json([{"namespace": r.ns, "name": r.name, "ip": r.ip, "ready": r.ready,
+                           "restarts": r.restarts, "pid": r.proc.pid if r.proc else None}
+                          for r in k.pods.values()])
+        if (method == "POST" and len(parts) == 5 and parts[0] == "namespaces" and parts[2] == "pods"
+                and parts[4] in ("kill", "pause", "resume")):
+            try:
+                getattr(k, parts[4])(parts[1], parts[3])
+            except (KeyError, AttributeError, ProcessLookupError) as e:
+                raise ApiError(404, "NotFound", str(e)) from None
+            return _json({"status": "Success", "action": parts[4], "pod": f"{parts[1]}/{parts[3]}"})
+        raise ApiError(404, "NotFound", "kit endpoints: GET /kit/v1/pods, "
+                                        "POST /kit/v1/namespaces/<ns>/pods/<pod>/{kill,pause,resume}")
 
     def _patched(self, request: web.Request, current: dict, body):
         ctype = request.content_type
