@@ -163,3 +163,21 @@ def test_kill_and_pause_a_pod(kit):
         kit.resume(NS, "fault-kafka-0")
     wait_for(lambda: ready(status()[0]), timeout=30, msg="Ready after resume")
     assert status()[1]["restartCount"] == 1
+
+
+def test_kubelet_alone_against_an_api_server_given_by_kubeconfig(tmp_path):
+    from kit.apiserver import ApiServerThread
+
+    server = ApiServerThread(tmp_path / "other" / "kubeconfig")
+    k = Kit(tmp_path / "kit", binaries={"sluice-broker": str(BROKER_BIN)}, kubeconfig=server.kubeconfig,
+            max_grace=20)
+    try:
+        k.start()
+        assert k.apiserver is None and k.kubeconfig == server.kubeconfig
+        sts = create_brokers(k, "remote", 1)
+        _, ps = wait_ready(k, sts, 1)
+        assert ps["remote-kafka-0"]["status"]["podIP"] == k.pod_ip(NS, sts, 0)
+    finally:
+        k.stop(grace=3)
+        server.stop()
+    assert "terminated, exit" in k.pod_log(NS, "remote-kafka-0").read_text()
