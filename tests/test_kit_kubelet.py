@@ -181,3 +181,18 @@ def test_kubelet_alone_against_an_api_server_given_by_kubeconfig(tmp_path):
         k.stop(grace=3)
         server.stop()
     assert "terminated, exit" in k.pod_log(NS, "remote-kafka-0").read_text()
+
+
+def test_failing_liveness_probe_restarts_the_container(kit):
+    for obj in broker_objects("sick", NS, 1, new_cluster_id()):
+        if obj["kind"] == "StatefulSet":
+            c = obj["spec"]["template"]["spec"]["containers"][0]
+            c["livenessProbe"] = {"httpGet": {"path": "/no-such-path", "port": "http"},
+                                  "periodSeconds": 1, "failureThreshold": 2}
+        kit.kube.create(obj, NS)
+
+    def restarted():
+        p = pods(kit, "sick-kafka").get("sick-kafka-0")
+        return p and p["status"]["containerStatuses"][0]["restartCount"] >= 1
+    wait_for(restarted, timeout=60, msg="a restart after liveness failures")
+    assert "liveness probe failed" in kit.pod_log(NS, "sick-kafka-0").read_text()

@@ -22,7 +22,13 @@ Rolling update (updateStrategy RollingUpdate, with rollingUpdate.partition): whe
 revision changes, the highest ordinal on an old revision is deleted and recreated, one at a time,
 only while every pod is Ready, so each new pod's readiness gates the next.
 
-Not done: liveness and startup probes (a hung process stays), init containers and more than one
+Probes: startup gates readiness and liveness; startup and readiness run every
+min(periodSeconds, probe_interval) seconds, liveness at its real period (a paused process is
+restarted no sooner than on a cluster); failing startup or liveness restarts the container
+(SIGTERM, SIGKILL after the grace period). exec and tcpSocket probes count as passing while the
+process runs.
+
+Not done: init containers and more than one
 container per pod (the first container runs), resources, security contexts, images, volumes other
 than configMap, emptyDir and claims, ConfigMap updates reaching running pods.
 
@@ -74,6 +80,40 @@ class IpPool:
                 raise RuntimeError(f"out of pod addresses in {self.base}.0/24")
             self.assigned[key] = f"{self.base}.{n}"
         return self.assigned[key]
+
+
+class Probe:
+    """Probe timing and thresholds: due() when the next check is to run, record(ok) returns
+    True on reaching successThreshold, False on reaching failureThreshold, else None."""
+
+    def __init__(self, spec: dict | None, max_period: float | None):
+        self.spec = spec
+        spec = spec or {}
+        period = float(spec.get("periodSeconds", 10) or 10)
+        self.period = min(period, max_period) if max_period else period
+        self.delay = float(spec.get("initialDelaySeconds", 0) or 0)
+        self.failure_threshold = int(spec.get("failureThreshold", 3) or 3)
+        self.success_threshold = int(spec.get("successThreshold", 1) or 1)
+        self.start()
+
+    def start(self):
+        self.next = time.monotonic() + self.delay
+        self.successes = self.failures = 0
+
+    def due(self) -> bool:
+        if time.monotonic() < self.next:
+            return False
+        self.next = time.monotonic() + self.period
+        return True
+
+    def record(self, ok: bool) -> bool | None:
+        if ok:
+            self.failures = 0
+            self.successes += 1
+            return True if self.successes >= self.success_threshold else None
+        self.successes = 0
+        self.failures += 1
+        return False if self.failures >= self.failure_threshold else None
 
 
 class PodRunner:
@@ -211,35 +251,68 @@ class PodRunner:
             await asyncio.sleep(0.05)
 
     async def _watch_process(self):
-        probe = self.container.get("readinessProbe")
-        period = 0.0
-        failures = 0
-        next_probe = time.monotonic() + float((probe or {}).get("initialDelaySeconds", 0) or 0)
-        if probe:
-            period = min(float(probe.get("periodSeconds", 10) or 10), self.kubelet.probe_interval)
+        """Runs the probes until the process exits or the pod terminates. As the kubelet: the
+        startup probe gates the others; readiness sets Ready; liveness failing failureThreshold
+        times in a row restarts the container. Startup and readiness run every
+        min(periodSeconds, probe_interval) so tests do not wait for production periods; liveness
+        keeps its real period, so a container is never killed sooner than on a cluster."""
+        c = self.container
+        startup = Probe(c.get("startupProbe"), self.kubelet.probe_interval)
+        readiness = Probe(c.get("readinessProbe"), self.kubelet.probe_interval)
+        liveness = Probe(c.get("livenessProbe"), None)
+        started = startup.spec is None
         while self.proc.poll() is None and not self.terminating:
-            if not probe:
-                if not self.ready:
-                    self.ready = True
-                    await self._report()
-            elif time.monotonic() >= next_probe:
-                next_probe = time.monotonic() + period
-                ok = await self._probe(probe)
-                if ok:
-                    failures = 0
+            if not started:
+                if startup.due():
+                    result = startup.record(await self._probe(startup.spec))
+                    if result is True:
+                        started = True
+                        readiness.start()
+                        liveness.start()
+                    elif result is False:
+                        await self._restart_container("startup probe failed")
+                        return
+            else:
+                if readiness.spec is None:
                     if not self.ready:
                         self.ready = True
                         await self._report()
-                else:
-                    failures += 1
-                    if self.ready and failures >= int(probe.get("failureThreshold", 3) or 3):
+                elif readiness.due():
+                    result = readiness.record(await self._probe(readiness.spec))
+                    if result is True and not self.ready:
+                        self.ready = True
+                        await self._report()
+                    elif result is False and self.ready:
                         self.ready = False
                         await self._report()
+                if liveness.spec is not None and liveness.due():
+                    if liveness.record(await self._probe(liveness.spec)) is False:
+                        await self._restart_container("liveness probe failed")
+                        return
             await asyncio.sleep(0.05)
-        if self.proc.poll() is not None:
+        if self.proc.poll() is not None and not self.terminating:
             self.exit_codes.append(self.proc.returncode)
             with open(self.log_path, "ab") as f:
                 f.write(f"\n===== exited with {self.proc.returncode}\n".encode())
+
+    async def _restart_container(self, why: str):
+        """Stops the process (SIGTERM, SIGKILL after the grace period); run() starts it again."""
+        with open(self.log_path, "ab") as f:
+            f.write(f"\n===== kit: {why}, restarting the container\n".encode())
+        proc = self.proc
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.kubelet.grace_for(self.pod)
+        while proc.poll() is None and time.monotonic() < deadline and not self.terminating:
+            await asyncio.sleep(0.05)
+        if proc.poll() is None and not self.terminating:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            while proc.poll() is None:
+                await asyncio.sleep(0.02)
+        if proc.poll() is not None:
+            self.exit_codes.append(proc.returncode)
 
     async def _probe(self, probe) -> bool:
         get = probe.get("httpGet")
@@ -466,14 +539,16 @@ class Kubelet:
         if not in_use:  # a claim in use keeps its directory, as a PVC in use waits for its pod
             shutil.rmtree(self.claim_dir(ns, name), ignore_errors=True)
 
+    def grace_for(self, pod: dict) -> float:
+        grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30) or 0)
+        return min(grace, self.max_grace) if self.max_grace is not None else grace
+
     def _pod_gone(self, key):
         """The Pod object is gone: stop its process."""
         runner = self.pods.pop(key, None)
         if runner is None:
             return
-        grace = float(runner.pod["spec"].get("terminationGracePeriodSeconds", 30) or 0)
-        if self.max_grace is not None:
-            grace = min(grace, self.max_grace)
+        grace = self.grace_for(runner.pod)
 
         async def finish():
             await runner.terminate(grace)
