@@ -91,3 +91,22 @@ def test_cluster_basic(cluster3, topic):
     for p in range(3):
         recs = consume_kafka_python(c[2].bootstrap, topic, p, count=read.high_watermarks[p], timeout=60)
         assert [(r.offset, r.value) for r in recs] == read.records[p]
+
+    # Every broker's metrics agree with the metadata: one controller, leaders as assigned, no
+    # under-replicated partition once the ISR is full.
+    def metric(i: int, name: str) -> float:
+        status, text = c[i].http_get("/metrics")
+        assert status == 200
+        values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+        assert len(values) == 1, f"{name} on broker {i}: {values}"
+        return values[0]
+
+    controller = c.controller()
+    assert [metric(i, "sluice_is_controller") for i in range(3)] == [float(i == controller) for i in range(3)]
+    leaders = c.leaders(topic, 3)
+    c.wait_until(lambda: all(metric(i, "sluice_under_replicated_partitions") == 0 for i in range(3)),
+                 30, msg="no under-replicated partitions")
+    for i in range(3):
+        led_here = sum(1 for b in leaders.values() if b == i)
+        # __consumer_offsets partitions are led here too; the test topic's share is a floor.
+        assert metric(i, "sluice_leader_partitions") >= led_here

@@ -6,8 +6,8 @@ from conftest import consume_confluent, metric_value, parse_prometheus, produce_
 def test_health_and_readiness(broker):
     status, _ = broker.http_get("/healthz")
     assert status == 200
-    status, _ = broker.http_get("/readyz")
-    assert status == 200
+    status, body = broker.http_get("/readyz")
+    assert status == 200, body
     status, _ = broker.http_get("/no-such-page")
     assert status == 404
 

@@ -90,6 +90,14 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     m.partitions.set(partitions.len() as i64);
     m.log_size_bytes
         .set(partitions.iter().map(|p| p.log().size_bytes() as i64).sum());
+    let stats = broker.replicas.stats();
+    m.leader_partitions.set(stats.leaders as i64);
+    m.under_replicated_partitions
+        .set(stats.under_replicated as i64);
+    m.under_min_isr_partitions.set(stats.under_min_isr as i64);
+    m.out_of_sync_replicas.set(stats.out_of_sync as i64);
+    m.is_controller
+        .set(i64::from(broker.controller.is_controller()));
     let (groups, members) = broker.groups.counts();
     m.groups.set(groups as i64);
     m.group_members.set(members as i64);

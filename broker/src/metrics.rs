@@ -31,6 +31,11 @@ pub struct Metrics {
     pub segments: Gauge,
     pub groups: Gauge,
     pub group_members: Gauge,
+    pub leader_partitions: Gauge,
+    pub under_replicated_partitions: Gauge,
+    pub under_min_isr_partitions: Gauge,
+    pub out_of_sync_replicas: Gauge,
+    pub is_controller: Gauge,
 }
 
 impl Default for Metrics {
@@ -60,6 +65,11 @@ impl Metrics {
             segments: Gauge::default(),
             groups: Gauge::default(),
             group_members: Gauge::default(),
+            leader_partitions: Gauge::default(),
+            under_replicated_partitions: Gauge::default(),
+            under_min_isr_partitions: Gauge::default(),
+            out_of_sync_replicas: Gauge::default(),
+            is_controller: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Requests handled, by API", requests);
@@ -113,6 +123,31 @@ impl Metrics {
             "consumer_group_members",
             "Members of all consumer groups",
             m.group_members.clone(),
+        );
+        registry.register(
+            "leader_partitions",
+            "Partitions this broker leads",
+            m.leader_partitions.clone(),
+        );
+        registry.register(
+            "under_replicated_partitions",
+            "Partitions led here with fewer in-sync replicas than replicas",
+            m.under_replicated_partitions.clone(),
+        );
+        registry.register(
+            "under_min_isr_partitions",
+            "Partitions led here with fewer in-sync replicas than min.insync.replicas",
+            m.under_min_isr_partitions.clone(),
+        );
+        registry.register(
+            "out_of_sync_replicas",
+            "Partitions followed here while this broker is not in their ISR",
+            m.out_of_sync_replicas.clone(),
+        );
+        registry.register(
+            "is_controller",
+            "1 on the broker that leads the metadata quorum",
+            m.is_controller.clone(),
         );
         Metrics { registry, ..m }
     }

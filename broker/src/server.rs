@@ -223,6 +223,12 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             flush_if_dirty,
         ));
     }
+    // Ready means caught up with the metadata log too (what /readyz reports); the join above
+    // saw it, but the quorum's view can lag a moment behind on a busy machine.
+    let caught_up_deadline = tokio::time::Instant::now() + config.quorum_election_timeout * 5;
+    while !broker.quorum.caught_up() && tokio::time::Instant::now() < caught_up_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     broker.ready.store(true, Ordering::Release);
     tracing::info!(%kafka_addr, %http_addr, node_id = config.node_id, cluster_id = %broker.cluster_id, "broker started");
     Ok(RunningBroker {

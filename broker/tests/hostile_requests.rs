@@ -163,6 +163,9 @@ fn encoded_defaults() -> Vec<(ApiKey, i16, Bytes)> {
                 ApiKey::DescribeGroups => enc::<DescribeGroupsRequest>(v),
                 ApiKey::DeleteGroups => enc::<DeleteGroupsRequest>(v),
                 ApiKey::OffsetDelete => enc::<OffsetDeleteRequest>(v),
+                ApiKey::AlterPartitionReassignments => enc::<AlterPartitionReassignmentsRequest>(v),
+                ApiKey::ListPartitionReassignments => enc::<ListPartitionReassignmentsRequest>(v),
+                ApiKey::UnregisterBroker => enc::<UnregisterBrokerRequest>(v),
                 other => panic!("add {other:?} to this test"),
             };
             out.push((api, v, body));

@@ -1,14 +1,22 @@
-//! Admin calls: topics, partitions, configs, cluster description.
+//! Admin calls: topics, partitions, configs, cluster description, partition reassignments.
+
+use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::{
     alter_configs_request, incremental_alter_configs_request, AlterConfigsRequest,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse,
 };
 use uuid::Uuid;
 
@@ -101,6 +109,27 @@ pub struct ClusterDescription {
 
 /// Per-topic outcomes of a batch admin call, in response order.
 pub type TopicResults<T> = IndexMap<String, Result<T, ClientError>>;
+
+/// Per-partition outcomes of a batch admin call, by `(topic, partition)`, in response order.
+pub type PartitionResults<T> = IndexMap<(String, i32), Result<T, ClientError>>;
+
+/// One partition reassignment to request: `(topic, partition, target replicas)`; `None`
+/// cancels the partition's running reassignment.
+pub type ReassignmentMove<'a> = (&'a str, i32, Option<&'a [i32]>);
+
+/// A partition reassignment in progress, as ListPartitionReassignments reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OngoingReassignment {
+    /// The current replica set (the target plus the replicas being removed).
+    pub replicas: Vec<i32>,
+    /// Replicas being added (already in `replicas`).
+    pub adding: Vec<i32>,
+    /// Replicas being removed (still in `replicas` until the move completes).
+    pub removing: Vec<i32>,
+}
+
+/// Reassignments in progress, by `(topic, partition)`.
+pub type OngoingReassignments = BTreeMap<(String, i32), OngoingReassignment>;
 
 impl Client {
     fn admin_timeout_ms(&self) -> i32 {
@@ -321,6 +350,72 @@ impl Client {
         check_error(r.error_code, r.error_message.as_deref(), context)
     }
 
+    /// AlterPartitionReassignments (on the controller): move each listed partition to its
+    /// target replicas, or cancel its running reassignment (`None`). Replication-factor
+    /// changes are allowed. The outer error is for the request as a whole (e.g. the broker
+    /// does not support the API); each partition has its own outcome (e.g. 39
+    /// INVALID_REPLICA_ASSIGNMENT for an unknown broker, 85 NO_REASSIGNMENT_IN_PROGRESS).
+    pub async fn alter_partition_reassignments(
+        &self,
+        moves: &[ReassignmentMove<'_>],
+    ) -> Result<PartitionResults<()>, ClientError> {
+        let mut topics: Vec<ReassignableTopic> = Vec::new();
+        for (topic, partition, target) in moves {
+            let partition = ReassignablePartition::default()
+                .with_partition_index(*partition)
+                .with_replicas(target.map(|r| r.iter().copied().map(BrokerId).collect()));
+            match topics.iter_mut().find(|t| *t.name.0 == **topic) {
+                Some(t) => t.partitions.push(partition),
+                None => topics.push(
+                    ReassignableTopic::default()
+                        .with_name(topic_name(topic))
+                        .with_partitions(vec![partition]),
+                ),
+            }
+        }
+        let req = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(self.admin_timeout_ms())
+            .with_allow_replication_factor_change(true)
+            .with_topics(topics);
+        let resp = self
+            .with_controller(|conn| {
+                let req = req.clone();
+                async move { conn.send(req).await }
+            })
+            .await?;
+        for (topic, _, _) in moves {
+            self.invalidate(topic);
+        }
+        reassignment_results(resp)
+    }
+
+    /// ListPartitionReassignments (on the controller): the reassignments in progress, of
+    /// the given `(topic, partitions)` or of every topic (`None`). Partitions not being
+    /// reassigned are absent from the result.
+    pub async fn list_partition_reassignments(
+        &self,
+        topics: Option<&[(&str, &[i32])]>,
+    ) -> Result<OngoingReassignments, ClientError> {
+        let req = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(self.admin_timeout_ms())
+            .with_topics(topics.map(|ts| {
+                ts.iter()
+                    .map(|(topic, partitions)| {
+                        ListPartitionReassignmentsTopics::default()
+                            .with_name(topic_name(topic))
+                            .with_partition_indexes(partitions.to_vec())
+                    })
+                    .collect()
+            }));
+        let resp = self
+            .with_controller(|conn| {
+                let req = req.clone();
+                async move { conn.send(req).await }
+            })
+            .await?;
+        ongoing_reassignments(resp)
+    }
+
     /// DescribeCluster.
     pub async fn describe_cluster(&self) -> Result<ClusterDescription, ClientError> {
         let req = DescribeClusterRequest::default().with_endpoint_type(1);
@@ -342,5 +437,124 @@ impl Client {
                 })
                 .collect(),
         })
+    }
+}
+
+/// Per-partition outcomes of an AlterPartitionReassignments response.
+fn reassignment_results(
+    resp: AlterPartitionReassignmentsResponse,
+) -> Result<PartitionResults<()>, ClientError> {
+    check_error(resp.error_code, resp.error_message.as_deref(), || {
+        "alter partition reassignments".to_string()
+    })?;
+    let mut out = IndexMap::new();
+    for t in resp.responses {
+        let topic = t.name.0.to_string();
+        for p in t.partitions {
+            let result = check_error(p.error_code, p.error_message.as_deref(), || {
+                format!("reassign {topic}-{}", p.partition_index)
+            });
+            out.insert((topic.clone(), p.partition_index), result);
+        }
+    }
+    Ok(out)
+}
+
+/// The reassignments a ListPartitionReassignments response reports.
+fn ongoing_reassignments(
+    resp: ListPartitionReassignmentsResponse,
+) -> Result<OngoingReassignments, ClientError> {
+    check_error(resp.error_code, resp.error_message.as_deref(), || {
+        "list partition reassignments".to_string()
+    })?;
+    let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<i32>>();
+    Ok(resp
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    (t.name.0.to_string(), p.partition_index),
+                    OngoingReassignment {
+                        replicas: ids(&p.replicas),
+                        adding: ids(&p.adding_replicas),
+                        removing: ids(&p.removing_replicas),
+                    },
+                )
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::alter_partition_reassignments_response::{
+        ReassignablePartitionResponse, ReassignableTopicResponse,
+    };
+    use kafka_protocol::messages::list_partition_reassignments_response::{
+        OngoingPartitionReassignment, OngoingTopicReassignment,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+
+    #[test]
+    fn reassignment_results_are_per_partition() {
+        let resp = AlterPartitionReassignmentsResponse::default().with_responses(vec![
+            ReassignableTopicResponse::default()
+                .with_name(topic_name("orders"))
+                .with_partitions(vec![
+                    ReassignablePartitionResponse::default().with_partition_index(0),
+                    ReassignablePartitionResponse::default()
+                        .with_partition_index(1)
+                        .with_error_code(39)
+                        .with_error_message(Some(StrBytes::from_static_str("broker 7 unknown"))),
+                ]),
+        ]);
+        let results = reassignment_results(resp).expect("request accepted");
+        assert_eq!(results.len(), 2);
+        assert!(results[&("orders".to_string(), 0)].is_ok());
+        let err = results[&("orders".to_string(), 1)].as_ref().unwrap_err();
+        assert_eq!(err.code(), Some(39));
+        assert_eq!(
+            err.to_string(),
+            "Kafka error 39 InvalidReplicaAssignment (reassign orders-1): broker 7 unknown"
+        );
+    }
+
+    #[test]
+    fn reassignment_request_error_fails_the_call() {
+        let resp = AlterPartitionReassignmentsResponse::default()
+            .with_error_code(41)
+            .with_error_message(Some(StrBytes::from_static_str("not the controller")));
+        let err = reassignment_results(resp).unwrap_err();
+        assert_eq!(err.code(), Some(41));
+        let resp = ListPartitionReassignmentsResponse::default().with_error_code(29);
+        let err = ongoing_reassignments(resp).unwrap_err();
+        assert_eq!(err.code(), Some(29), "{err}");
+    }
+
+    #[test]
+    fn ongoing_reassignments_by_partition() {
+        let resp = ListPartitionReassignmentsResponse::default().with_topics(vec![
+            OngoingTopicReassignment::default()
+                .with_name(topic_name("orders"))
+                .with_partitions(vec![OngoingPartitionReassignment::default()
+                    .with_partition_index(2)
+                    .with_replicas(vec![BrokerId(0), BrokerId(1)])
+                    .with_adding_replicas(vec![BrokerId(1)])]),
+        ]);
+        let ongoing = ongoing_reassignments(resp).expect("list");
+        assert_eq!(
+            ongoing.into_iter().collect::<Vec<_>>(),
+            [(
+                ("orders".to_string(), 2),
+                OngoingReassignment {
+                    replicas: vec![0, 1],
+                    adding: vec![1],
+                    removing: vec![],
+                }
+            )]
+        );
     }
 }

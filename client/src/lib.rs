@@ -18,7 +18,10 @@ mod metadata;
 mod produce;
 pub mod versions;
 
-pub use admin::{ClusterDescription, ConfigEntry, CreatedTopic, NewTopic, TopicResults};
+pub use admin::{
+    ClusterDescription, ConfigEntry, CreatedTopic, NewTopic, OngoingReassignment,
+    OngoingReassignments, PartitionResults, ReassignmentMove, TopicResults,
+};
 pub use client::Client;
 pub use config::ClientConfig;
 pub use connection::Connection;

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sluice_client::{Client, ClientConfig, ClientError, ClusterMetadata, NewTopic};
+use sluice_client::{
+    Client, ClientConfig, ClientError, ClusterMetadata, NewTopic, OngoingReassignment,
+};
 
 /// Kafka ConfigSource of a config set on the topic itself (DYNAMIC_TOPIC_CONFIG).
 const SOURCE_TOPIC: i8 = 1;
@@ -43,6 +45,9 @@ impl TopicState {
     }
 }
 
+/// Outcome of a per-partition admin call, by partition.
+pub type PartitionOutcomes = BTreeMap<i32, Result<(), ClientError>>;
+
 /// Admin calls on one cluster. Errors are `sluice_client` errors, so a Kafka error code
 /// keeps its name (`TopicAlreadyExists`, `InvalidReplicationFactor`, ...).
 pub trait KafkaAdmin: Send + Sync {
@@ -73,6 +78,26 @@ pub trait KafkaAdmin: Send + Sync {
     ) -> BoxFuture<'a, Result<(), ClientError>>;
     /// Delete a topic. A topic that is already gone is not an error.
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ClientError>>;
+    /// Start moving partitions of `topic` to the replica lists in `targets` (replication
+    /// factor changes allowed). The outer error is for the request; each partition has its
+    /// own outcome (e.g. InvalidReplicaAssignment for a broker that does not exist).
+    fn alter_partition_reassignments<'a>(
+        &'a self,
+        topic: &'a str,
+        targets: &'a BTreeMap<i32, Vec<i32>>,
+    ) -> BoxFuture<'a, Result<PartitionOutcomes, ClientError>>;
+    /// Reassignments in progress among `partitions` of `topic`, by partition (partitions
+    /// not being moved are absent).
+    fn list_partition_reassignments<'a>(
+        &'a self,
+        topic: &'a str,
+        partitions: &'a [i32],
+    ) -> BoxFuture<'a, Result<BTreeMap<i32, OngoingReassignment>, ClientError>>;
+
+    /// Ids of the live brokers: those Metadata offers to clients (fenced brokers are not).
+    fn live_brokers(&self) -> BoxFuture<'_, Result<Vec<i32>, ClientError>> {
+        async move { Ok(self.metadata().await?.brokers.keys().copied().collect()) }.boxed()
+    }
 }
 
 /// Opens [`KafkaAdmin`]s by bootstrap address.
@@ -292,6 +317,46 @@ impl KafkaAdmin for SluiceAdmin {
             }
             .await;
             self.check(result)
+        }
+        .boxed()
+    }
+
+    fn alter_partition_reassignments<'a>(
+        &'a self,
+        topic: &'a str,
+        targets: &'a BTreeMap<i32, Vec<i32>>,
+    ) -> BoxFuture<'a, Result<PartitionOutcomes, ClientError>> {
+        async move {
+            let moves: Vec<(&str, i32, Option<&[i32]>)> = targets
+                .iter()
+                .map(|(&p, replicas)| (topic, p, Some(replicas.as_slice())))
+                .collect();
+            let results = self.check(self.client.alter_partition_reassignments(&moves).await)?;
+            Ok(results
+                .into_iter()
+                .filter(|((t, _), _)| t == topic)
+                .map(|((_, p), r)| (p, r))
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn list_partition_reassignments<'a>(
+        &'a self,
+        topic: &'a str,
+        partitions: &'a [i32],
+    ) -> BoxFuture<'a, Result<BTreeMap<i32, OngoingReassignment>, ClientError>> {
+        async move {
+            let ongoing = self.check(
+                self.client
+                    .list_partition_reassignments(Some(&[(topic, partitions)]))
+                    .await,
+            )?;
+            Ok(ongoing
+                .into_iter()
+                .filter(|((t, _), _)| t == topic)
+                .map(|((_, p), r)| (p, r))
+                .collect())
         }
         .boxed()
     }

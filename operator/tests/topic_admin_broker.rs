@@ -1,5 +1,6 @@
 //! The topic controller's Kafka side against the real broker binary: create, grow, config
-//! drift repaired, replication-factor change reported, Kafka errors named, delete.
+//! drift repaired, replication-factor change blocked on one broker, partition reassignment
+//! calls (what a single broker can show), Kafka errors named, delete.
 //!
 //! Needs the broker binary: `cargo build -p sluice-broker` (found through
 //! `SLUICE_BROKER_BIN`, else `$CARGO_TARGET_DIR/{debug,release}/sluice-broker` (this test's profile first), else the
@@ -10,12 +11,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use sluice_client::Client;
 use sluice_operator::controllers::cluster::status::partition_health;
-use sluice_operator::controllers::topic::placement::PlacementError;
 use sluice_operator::controllers::topic::plan::DesiredTopic;
-use sluice_operator::controllers::topic::status::error_reason;
-use sluice_operator::controllers::topic::sync::sync_topic;
+use sluice_operator::controllers::topic::status::{error_reason, TopicStatusBuilder};
+use sluice_operator::controllers::topic::sync::{start_moves, sync_topic, ReplicaMove};
+use sluice_operator::crd::KafkaTopic;
 use sluice_operator::kafka::{KafkaConnector, SluiceKafka};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -172,17 +174,27 @@ async fn topic_lifecycle_against_the_broker() {
     let repaired = admin.describe_topic("orders").await.unwrap().unwrap();
     assert_eq!(repaired.configs, map(&[("retention.ms", "3600000")]));
 
-    // A replication-factor change is detected, not attempted.
+    // A replication factor above the live broker count is refused before sending anything.
     let more_replicas = desired(5, 2, &[("retention.ms", "3600000")]);
     let report = sync_topic(admin.as_ref(), &more_replicas)
         .await
         .expect("rf");
     assert!(!report.changed());
-    let change = report.replicas_change.expect("replicas change");
-    assert_eq!((change.from, change.to), (1, 2));
     assert_eq!(
-        change.target,
-        Err(PlacementError::NotEnoughBrokers { rf: 2, brokers: 1 })
+        report.replica_move,
+        Some(ReplicaMove::NotEnoughBrokers {
+            from: 1,
+            to: 2,
+            live: 1
+        })
+    );
+    assert_eq!(
+        other
+            .list_partition_reassignments(None)
+            .await
+            .expect("list"),
+        Default::default(),
+        "nothing was started"
     );
 
     // Partition health from the same metadata the cluster controller reads.
@@ -213,6 +225,135 @@ async fn topic_lifecycle_against_the_broker() {
         None
     );
     admin.delete_topic("orders").await.expect("delete again");
+}
+
+fn kafka_topic() -> KafkaTopic {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.sluice.dev/v1alpha1",
+        "kind": "KafkaTopic",
+        "metadata": {"name": "moves", "namespace": "ns", "generation": 1},
+        "spec": {"cluster": "demo", "partitions": 2, "replicas": 1},
+    }))
+    .expect("KafkaTopic")
+}
+
+#[tokio::test]
+async fn partition_reassignment_on_a_single_broker() {
+    let broker = start_broker().await;
+    let kafka = SluiceKafka::new();
+    let admin = kafka.connect(&broker.kafka).await.expect("connect");
+    let spec = DesiredTopic {
+        name: "moves".into(),
+        ..desired(2, 1, &[])
+    };
+    sync_topic(admin.as_ref(), &spec).await.expect("create");
+    let before = admin
+        .describe_topic("moves")
+        .await
+        .expect("describe")
+        .expect("topic exists");
+    let live = admin.live_brokers().await.expect("live brokers");
+    assert_eq!(live.len(), 1, "{live:?}");
+    let id = live[0];
+    assert_eq!(
+        before.assignment,
+        BTreeMap::from([(0, vec![id]), (1, vec![id])])
+    );
+
+    // Nothing is moving.
+    let none = admin
+        .list_partition_reassignments("moves", &[0, 1])
+        .await
+        .expect("list");
+    assert!(none.is_empty(), "{none:?}");
+    let client = Client::connect(&[broker.kafka.as_str()])
+        .await
+        .expect("client");
+    assert!(client
+        .list_partition_reassignments(None)
+        .await
+        .expect("list all")
+        .is_empty());
+
+    // Moving a 1-replica partition to the broker it is on is a no-op.
+    start_moves(admin.as_ref(), "moves", &BTreeMap::from([(0, vec![id])]))
+        .await
+        .expect("same-broker move accepted");
+    assert!(admin
+        .list_partition_reassignments("moves", &[0, 1])
+        .await
+        .expect("list")
+        .is_empty());
+    let after = admin.describe_topic("moves").await.unwrap().unwrap();
+    assert_eq!(after.assignment, before.assignment);
+
+    // The spec matches the cluster: the sync sends nothing and reports no move.
+    let report = sync_topic(admin.as_ref(), &spec).await.expect("resync");
+    assert_eq!(report.replica_move, None);
+    assert!(!report.changed());
+
+    // A target naming a broker that does not exist is refused, and the status condition
+    // names the Kafka error.
+    let unknown = id + 100;
+    let err = start_moves(
+        admin.as_ref(),
+        "moves",
+        &BTreeMap::from([(1, vec![unknown])]),
+    )
+    .await
+    .expect_err("unknown broker refused");
+    assert_eq!(error_reason(&err), "InvalidReplicaAssignment", "{err}");
+    let kt = kafka_topic();
+    let status = TopicStatusBuilder::new(&kt, Timestamp::UNIX_EPOCH).kafka_error(
+        "moves",
+        &error_reason(&err),
+        &err.to_string(),
+    );
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidReplicaAssignment")
+    );
+    assert!(
+        ready
+            .message
+            .contains("Kafka error 39 InvalidReplicaAssignment (reassign moves-1)"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        ready.message.contains(&unknown.to_string()),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        admin
+            .describe_topic("moves")
+            .await
+            .unwrap()
+            .unwrap()
+            .assignment,
+        before.assignment,
+        "nothing moved"
+    );
+
+    // Cancelling when nothing runs: a per-partition error, not a failed request.
+    let results = client
+        .alter_partition_reassignments(&[("moves", 0, None)])
+        .await
+        .expect("request answered");
+    let err = results[&("moves".to_string(), 0)]
+        .as_ref()
+        .expect_err("nothing to cancel");
+    assert_eq!(
+        err.response_error(),
+        Some(sluice_client::kafka_protocol::ResponseError::NoReassignmentInProgress),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -89,7 +89,7 @@ pub struct KafkaTopicStatus {
     /// The `metadata.generation` the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready and Progressing, plus Conflict, Invalid and ReplicasChangePending where they apply.
+    /// Ready and Progressing, plus Conflict and Invalid where they apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The Kafka topic name.
@@ -104,7 +104,7 @@ pub struct KafkaTopicStatus {
     /// Replication factor the topic has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
-    /// A replica move in progress or pending.
+    /// A replication-factor change in progress (or blocked: too few live brokers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<TopicOperation>,
 }
@@ -113,6 +113,12 @@ pub struct KafkaTopicStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct TopicOperation {
+    /// What runs: `ReplicaChange`.
+    #[serde(default)]
+    pub kind: String,
+    /// Where it is: `Moving`, or `Blocked` (fewer live brokers than replicas wanted).
+    #[serde(default)]
+    pub phase: String,
     /// Target replication factor.
     pub target: i32,
     /// Progress in words.

@@ -17,14 +17,14 @@ use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use serde_json::{json, Value};
 use sluice_client::{
-    kafka_error, BrokerInfo, ClientError, ClusterMetadata, NewTopic, PartitionMetadata,
-    TopicMetadata,
+    kafka_error, BrokerInfo, ClientError, ClusterMetadata, NewTopic, OngoingReassignment,
+    PartitionMetadata, TopicMetadata,
 };
 use tokio::task::JoinHandle;
 
 use super::{Context, Settings};
 use crate::crd::KafkaTopic;
-use crate::kafka::{KafkaAdmin, KafkaConnector, TopicState};
+use crate::kafka::{KafkaAdmin, KafkaConnector, PartitionOutcomes, TopicState};
 use crate::metrics::Metrics;
 
 /// Deadline for one scenario's reconcile and for the mock to finish.
@@ -207,6 +207,11 @@ pub(crate) struct FakeState {
     pub unreachable: bool,
     /// Extra metadata partitions (isr, leader overrides) per topic: (leader, isr).
     pub health: BTreeMap<(String, i32), (i32, Vec<i32>)>,
+    /// Reassignments in progress; the partition's replicas show old and new together
+    /// until [`FakeKafka::complete_reassignment`].
+    pub reassignments: BTreeMap<(String, i32), OngoingReassignment>,
+    /// The controller refuses targets naming this broker, as if it were not registered.
+    pub refuse_broker: Option<i32>,
 }
 
 impl FakeKafka {
@@ -241,6 +246,52 @@ impl FakeKafka {
 
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
+    }
+
+    /// Finish the reassignment of `topic`-`partition`: drop the removed replicas.
+    pub fn complete_reassignment(&self, topic: &str, partition: i32) {
+        let mut s = self.lock();
+        let done = s
+            .reassignments
+            .remove(&(topic.to_string(), partition))
+            .expect("a reassignment to complete");
+        let target: Vec<i32> = done
+            .replicas
+            .into_iter()
+            .filter(|r| !done.removing.contains(r))
+            .collect();
+        let t = s.topics.get_mut(topic).expect("topic exists");
+        t.assignment.insert(partition, target);
+    }
+
+    /// Start a reassignment as the broker does (the replicas become target + removed).
+    pub fn start_reassignment(s: &mut FakeState, topic: &str, partition: i32, target: &[i32]) {
+        let current = s.topics[topic].assignment[&partition].clone();
+        if current == target {
+            return;
+        }
+        let removing: Vec<i32> = current
+            .iter()
+            .copied()
+            .filter(|r| !target.contains(r))
+            .collect();
+        let replicas: Vec<i32> = target.iter().chain(&removing).copied().collect();
+        let ongoing = OngoingReassignment {
+            replicas: replicas.clone(),
+            adding: target
+                .iter()
+                .copied()
+                .filter(|r| !current.contains(r))
+                .collect(),
+            removing,
+        };
+        s.topics
+            .get_mut(topic)
+            .expect("topic exists")
+            .assignment
+            .insert(partition, replicas);
+        s.reassignments
+            .insert((topic.to_string(), partition), ongoing);
     }
 }
 
@@ -414,6 +465,56 @@ impl KafkaAdmin for FakeAdmin {
             s.calls.push(format!("delete {name}"));
             s.topics.remove(name);
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn alter_partition_reassignments<'a>(
+        &'a self,
+        topic: &'a str,
+        targets: &'a BTreeMap<i32, Vec<i32>>,
+    ) -> BoxFuture<'a, Result<PartitionOutcomes, ClientError>> {
+        async move {
+            let mut s = self.0.lock();
+            let parts: Vec<String> = targets.iter().map(|(p, r)| format!("{p}={r:?}")).collect();
+            s.calls
+                .push(format!("reassign {topic} {}", parts.join(" ")));
+            let mut results = BTreeMap::new();
+            for (&p, target) in targets {
+                let refused = target
+                    .iter()
+                    .find(|b| !s.brokers.contains(b) || s.refuse_broker == Some(**b));
+                let result = match refused {
+                    Some(b) => Err(kafka_error(
+                        39,
+                        Some(format!("broker {b} is not registered")),
+                        format!("reassign {topic}-{p}"),
+                    )),
+                    None => {
+                        FakeKafka::start_reassignment(&mut s, topic, p, target);
+                        Ok(())
+                    }
+                };
+                results.insert(p, result);
+            }
+            Ok(results)
+        }
+        .boxed()
+    }
+
+    fn list_partition_reassignments<'a>(
+        &'a self,
+        topic: &'a str,
+        partitions: &'a [i32],
+    ) -> BoxFuture<'a, Result<BTreeMap<i32, OngoingReassignment>, ClientError>> {
+        async move {
+            let mut s = self.0.lock();
+            s.calls.push(format!("list-reassignments {topic}"));
+            Ok(s.reassignments
+                .iter()
+                .filter(|((t, p), _)| t == topic && partitions.contains(p))
+                .map(|((_, p), r)| (*p, r.clone()))
+                .collect())
         }
         .boxed()
     }

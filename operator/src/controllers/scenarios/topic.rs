@@ -1,5 +1,6 @@
-//! KafkaTopic scenarios: finalizer, create, drift repair, replicas change, delete (Delete,
-//! Retain, cluster gone), conflict, Kafka error, missing cluster.
+//! KafkaTopic scenarios: finalizer, create, drift repair, replica moves (start, progress,
+//! done, restart, too few brokers, refused), delete (Delete, Retain, cluster gone),
+//! conflict, Kafka error, missing cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -207,13 +208,167 @@ async fn grows_partitions_and_puts_drifted_configs_back() {
     assert!(kafka.calls().contains(&"grow orders 3".to_string()));
 }
 
+/// One ordinary reconcile of `kt` (cluster found, status applied); the applied status.
+async fn sync_once(kt: &KafkaTopic, kafka: Arc<FakeKafka>) -> (Action, Value, Vec<String>) {
+    let kt_json = serde_json::to_value(kt).unwrap();
+    let (result, rec) = run(
+        kt,
+        std::slice::from_ref(kt),
+        kafka,
+        vec![
+            step("GET", KC, ok(cluster_json())),
+            step("PATCH", kt_status_path("orders"), ok(kt_json)),
+        ],
+    )
+    .await;
+    let action = result.expect("reconcile");
+    let status = rec.calls[1].body["status"].clone();
+    (action, status, rec.event_reasons())
+}
+
+/// `kt` as stored after `status` was applied.
+fn with_status(kt: &KafkaTopic, status: &Value) -> KafkaTopic {
+    let mut kt = kt.clone();
+    kt.status = Some(serde_json::from_value(status.clone()).expect("status"));
+    kt
+}
+
+fn rf3_spec() -> Value {
+    json!({"cluster": "demo", "topicName": "orders", "partitions": 3, "replicas": 3})
+}
+
 #[tokio::test]
-async fn replication_factor_change_is_pending() {
-    let spec = json!({"cluster": "demo", "topicName": "orders", "partitions": 2, "replicas": 3});
-    let kt = topic("orders", spec, 100, true);
-    let kt_json = serde_json::to_value(&kt).unwrap();
+async fn replication_factor_change_moves_replicas_reports_progress_and_completes() {
+    let kt = topic("orders", rf3_spec(), 100, true);
     let kafka = FakeKafka::with_brokers(&[0, 1, 2]);
-    kafka.add_topic("orders", &[&[0], &[1]], &[]);
+    kafka.add_topic("orders", &[&[0], &[1], &[2]], &[]);
+
+    // 1. The move starts: every partition gets a 3-replica target over the live brokers.
+    let (action, status, events) = sync_once(&kt, kafka.clone()).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    assert!(
+        kafka
+            .calls()
+            .contains(&"reassign orders 0=[0, 1, 2] 1=[1, 2, 0] 2=[2, 0, 1]".to_string()),
+        "{:?}",
+        kafka.calls()
+    );
+    assert_eq!(
+        status["operation"],
+        json!({"kind": "ReplicaChange", "phase": "Moving", "target": 3,
+               "progress": "0 of 3 partitions done",
+               "message": "topic orders: replication factor 1 -> 3, moving replicas (0 of 3 partitions done)"})
+    );
+    let progressing = condition(&status, "Progressing").unwrap();
+    assert_eq!(
+        (&progressing["status"], &progressing["reason"]),
+        (&json!("True"), &json!("ReplicasMoving"))
+    );
+    assert_eq!(status["replicas"], 1);
+    assert_eq!(events, ["ReplicasMoving"]);
+
+    // 2. One partition done: progress shows, nothing is sent again.
+    kafka.complete_reassignment("orders", 0);
+    kafka.lock().calls.clear();
+    let kt = with_status(&kt, &status);
+    let (action, status, events) = sync_once(&kt, kafka.clone()).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    assert!(
+        !kafka.calls().iter().any(|c| c.starts_with("reassign")),
+        "a running move is not restarted: {:?}",
+        kafka.calls()
+    );
+    assert_eq!(status["operation"]["progress"], "1 of 3 partitions done");
+    assert_eq!(
+        status["replicas"], 1,
+        "the old factor until the move is done"
+    );
+    assert!(events.is_empty(), "{events:?}");
+
+    // 3. All done: the operation goes, status shows the new factor, Ready.
+    kafka.complete_reassignment("orders", 1);
+    kafka.complete_reassignment("orders", 2);
+    let kt = with_status(&kt, &status);
+    let (action, status, events) = sync_once(&kt, kafka.clone()).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    assert!(status.get("operation").is_none(), "{status}");
+    assert_eq!(status["replicas"], 3);
+    assert_eq!(condition(&status, "Ready").unwrap()["reason"], "TopicReady");
+    assert_eq!(
+        condition(&status, "Progressing").unwrap()["status"],
+        "False"
+    );
+    assert_eq!(events, ["ReplicasChanged"]);
+    assert_eq!(kafka.lock().topics["orders"].replication_factor(), 3);
+    assert!(kafka.lock().topics["orders"]
+        .assignment
+        .values()
+        .all(|r| r.len() == 3));
+}
+
+#[tokio::test]
+async fn an_operator_restart_resumes_following_a_running_move() {
+    // No status at all (e.g. lost), but the broker holds a running reassignment.
+    let kt = topic("orders", rf3_spec(), 100, true);
+    let kafka = FakeKafka::with_brokers(&[0, 1, 2]);
+    kafka.add_topic("orders", &[&[0], &[1], &[2]], &[]);
+    {
+        let mut s = kafka.lock();
+        FakeKafka::start_reassignment(&mut s, "orders", 1, &[1, 2, 0]);
+    }
+    let (action, status, events) = sync_once(&kt, kafka.clone()).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    assert_eq!(status["operation"]["phase"], "Moving");
+    assert_eq!(status["operation"]["progress"], "0 of 3 partitions done");
+    assert!(
+        !kafka.calls().iter().any(|c| c.starts_with("reassign")),
+        "waits for the running move before starting another: {:?}",
+        kafka.calls()
+    );
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[tokio::test]
+async fn too_few_live_brokers_blocks_the_change_and_sends_nothing() {
+    let kt = topic("orders", rf3_spec(), 100, true);
+    let kafka = FakeKafka::with_brokers(&[0]);
+    kafka.add_topic("orders", &[&[0], &[0], &[0]], &[]);
+    let (action, status, events) = sync_once(&kt, kafka.clone()).await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    let ready = condition(&status, "Ready").unwrap();
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("NotEnoughBrokers"))
+    );
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("replication factor 1 -> 3 needs 3 live brokers, the cluster has 1"),
+        "{message}"
+    );
+    assert_eq!(status["operation"]["phase"], "Blocked");
+    assert_eq!(status["replicas"], 1);
+    assert_eq!(events, ["NotEnoughBrokers"]);
+    assert!(
+        !kafka.calls().iter().any(|c| c.starts_with("reassign")),
+        "{:?}",
+        kafka.calls()
+    );
+
+    // Still blocked next time: no second Warning.
+    let kt = with_status(&kt, &status);
+    let (_, _, events) = sync_once(&kt, kafka.clone()).await;
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_refused_move_names_the_kafka_error() {
+    let kt = topic("orders", rf3_spec(), 100, true);
+    let kt_json = serde_json::to_value(&kt).unwrap();
+    // Broker 2 is live in the metadata but refused by the controller (e.g. it was just
+    // unregistered).
+    let kafka = FakeKafka::with_brokers(&[0, 1, 2]);
+    kafka.add_topic("orders", &[&[0], &[1], &[2]], &[]);
+    kafka.lock().refuse_broker = Some(2);
     let (result, rec) = run(
         &kt,
         std::slice::from_ref(&kt),
@@ -224,25 +379,19 @@ async fn replication_factor_change_is_pending() {
         ],
     )
     .await;
-    result.expect("reconcile");
+    assert_eq!(result.unwrap_err().kind(), "kafka");
     let status = &rec.calls[1].body["status"];
-    let pending = condition(status, "ReplicasChangePending").expect("pending condition");
-    assert_eq!(pending["status"], "True");
-    assert_eq!(pending["reason"], "ReassignmentNotSupported");
-    let message = pending["message"].as_str().unwrap();
-    assert!(message.contains("replication factor 1 -> 3"), "{message}");
+    let ready = condition(status, "Ready").unwrap();
+    assert_eq!(ready["reason"], "InvalidReplicaAssignment");
     assert!(
-        message.contains("target assignment computed for 2 partitions"),
-        "{message}"
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("Kafka error 39 InvalidReplicaAssignment (reassign orders-0)"),
+        "{}",
+        ready["message"]
     );
-    assert_eq!(status["operation"]["target"], 3);
-    assert_eq!(status["replicas"], 1);
-    assert_eq!(rec.event_reasons(), ["ReplicasChangePending"]);
-    assert_eq!(
-        kafka.lock().topics["orders"].replication_factor(),
-        1,
-        "nothing moved"
-    );
+    assert_eq!(rec.event_reasons(), ["InvalidReplicaAssignment"]);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 pub mod placement;
 pub mod plan;
+pub mod reassign;
 pub mod status;
 pub mod sync;
 
@@ -17,8 +18,9 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use self::plan::{desired_topic, owner_other_than};
-use self::status::{error_reason, has_condition, TopicStatusBuilder, CONFLICT, REPLICAS_PENDING};
-use self::sync::sync_topic;
+use self::reassign::{KIND, PHASE_BLOCKED, PHASE_MOVING};
+use self::status::{error_reason, has_condition, TopicStatusBuilder, CONFLICT};
+use self::sync::{sync_topic, ReplicaMove};
 use super::{apply_status, bootstrap_of, object_key, Context, Error};
 use crate::crd::{DeletionPolicy, KafkaCluster, KafkaTopic};
 
@@ -30,6 +32,8 @@ pub const FINALIZER: &str = "kafka.sluice.dev/topic";
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(60);
 /// Wait before looking again for a missing or unready cluster.
 const CLUSTER_WAIT: Duration = Duration::from_secs(30);
+/// How often a running replica move is looked at (progress in status, done detected).
+pub const REASSIGNMENT_POLL: Duration = Duration::from_secs(5);
 
 /// Reconcile one `KafkaTopic`, recording metrics and resetting the backoff on success.
 pub async fn reconcile(topic: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -226,25 +230,66 @@ async fn apply_topic(
         )
         .await;
     }
-    if report.replicas_change.is_some() && !old.is_some_and(|s| has_condition(s, REPLICAS_PENDING))
-    {
-        let message = new_status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == REPLICAS_PENDING)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        ctx.event(
-            &reference,
-            EventType::Warning,
-            "ReplicasChangePending",
-            "Update",
-            message,
-        )
-        .await;
+    let old_phase = old
+        .and_then(|s| s.operation.as_ref())
+        .filter(|op| op.kind == KIND)
+        .map(|op| op.phase.as_str());
+    match &report.replica_move {
+        Some(ReplicaMove::Started {
+            from,
+            to,
+            partitions,
+            ..
+        }) => {
+            info!(topic = %name, from, to, partitions, "started moving replicas");
+            ctx.event(
+                &reference,
+                EventType::Normal,
+                "ReplicasMoving",
+                "Reassign",
+                format!(
+                    "topic {name}: replication factor {from} -> {to}, moving replicas of \
+                     {partitions} partitions"
+                ),
+            )
+            .await;
+        }
+        Some(ReplicaMove::NotEnoughBrokers { .. }) if old_phase != Some(PHASE_BLOCKED) => {
+            let message = new_status
+                .operation
+                .as_ref()
+                .and_then(|op| op.message.clone())
+                .unwrap_or_default();
+            ctx.event(
+                &reference,
+                EventType::Warning,
+                "NotEnoughBrokers",
+                "Reassign",
+                message,
+            )
+            .await;
+        }
+        None if old_phase == Some(PHASE_MOVING) => {
+            info!(topic = %name, "replica move done");
+            ctx.event(
+                &reference,
+                EventType::Normal,
+                "ReplicasChanged",
+                "Reassign",
+                format!(
+                    "topic {name}: replicas moved, replication factor {}",
+                    desired.replication_factor
+                ),
+            )
+            .await;
+        }
+        _ => {}
     }
-    // Check again later: configs may be changed behind the operator's back.
-    Ok(Action::requeue(if report.state.is_some() {
+    Ok(Action::requeue(if report.moving() {
+        // The broker moves the data; follow it closely so status shows progress.
+        REASSIGNMENT_POLL
+    } else if report.state.is_some() {
+        // Check again later: configs may be changed behind the operator's back.
         ctx.settings.topic_resync
     } else {
         Duration::from_secs(5)

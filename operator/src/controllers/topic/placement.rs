@@ -1,9 +1,5 @@
-//! Target replica assignment for a replication-factor change.
-//!
-//! TODO(reassignment): the brokers do not implement AlterPartitionReassignments yet. When
-//! they do, the topic controller sends [`target_assignment`]'s result through it, records
-//! the move in `status.operation` and follows ListPartitionReassignments until done. Until
-//! then the controller only reports `ReplicasChangePending` with this target.
+//! Target replica assignment for a replication-factor change (sent as a partition
+//! reassignment, see `reassign.rs`).
 
 use std::collections::BTreeMap;
 

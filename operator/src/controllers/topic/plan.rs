@@ -1,5 +1,6 @@
-//! Pure decisions of the topic controller: what to change on the cluster so a topic
-//! matches its `KafkaTopic`, which resource owns a topic name, and topic name rules.
+//! Pure decisions of the topic controller: what to change on the cluster so a topic's
+//! partitions and configs match its `KafkaTopic` (replicas: `reassign.rs`), which resource
+//! owns a topic name, and topic name rules.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -80,8 +81,6 @@ pub struct TopicChanges {
     pub set_configs: Vec<(String, String)>,
     /// Configs set on the topic but not in the spec: removed, back to the broker default.
     pub delete_configs: Vec<String>,
-    /// The replication factor differs: `(current, desired)`.
-    pub replicas_change: Option<(i32, i32)>,
     /// The topic has more partitions than the spec (they cannot be removed).
     pub partitions_above_spec: Option<i32>,
 }
@@ -110,8 +109,6 @@ pub fn plan_topic(desired: &DesiredTopic, observed: Option<&TopicState>) -> Topi
         });
     };
     let have = state.partitions();
-    let rf_now = state.replication_factor();
-    let rf_want = i32::from(desired.replication_factor);
     TopicPlan::Update(TopicChanges {
         grow_to: (desired.partitions > have).then_some(desired.partitions),
         set_configs: desired
@@ -126,7 +123,6 @@ pub fn plan_topic(desired: &DesiredTopic, observed: Option<&TopicState>) -> Topi
             .filter(|k| !desired.configs.contains_key(*k))
             .cloned()
             .collect(),
-        replicas_change: (rf_now != rf_want).then_some((rf_now, rf_want)),
         partitions_above_spec: (have > desired.partitions).then_some(have),
     })
 }
@@ -241,21 +237,19 @@ mod tests {
                     ("retention.ms".into(), "1000".into())
                 ],
                 delete_configs: vec!["segment.bytes".into()],
-                replicas_change: None,
                 partitions_above_spec: None,
             })
         );
     }
 
     #[test]
-    fn never_shrinks_and_reports_replica_changes() {
+    fn never_shrinks_partitions() {
         let s = state(&[&[0], &[1], &[2]], &[]);
         let TopicPlan::Update(changes) = plan_topic(&desired(2, 3, &[]), Some(&s)) else {
             panic!("expected an update");
         };
         assert_eq!(changes.grow_to, None);
         assert_eq!(changes.partitions_above_spec, Some(3));
-        assert_eq!(changes.replicas_change, Some((1, 3)));
     }
 
     #[test]

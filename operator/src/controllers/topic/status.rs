@@ -5,7 +5,8 @@ use k8s_openapi::jiff::Timestamp;
 use sluice_client::ClientError;
 
 use super::plan::DesiredTopic;
-use super::sync::SyncReport;
+use super::reassign::{KIND, PHASE_BLOCKED, PHASE_MOVING};
+use super::sync::{ReplicaMove, SyncReport};
 use crate::crd::{
     condition, merge_conditions, ConditionStatus, KafkaTopic, KafkaTopicStatus, TopicOperation,
 };
@@ -19,8 +20,10 @@ pub const PROGRESSING: &str = "Progressing";
 pub const CONFLICT: &str = "Conflict";
 /// Set while the spec cannot be acted on.
 pub const INVALID: &str = "Invalid";
-/// Set while the replication factor differs from the spec.
-pub const REPLICAS_PENDING: &str = "ReplicasChangePending";
+/// Progressing reason while replicas move.
+pub const REPLICAS_MOVING: &str = "ReplicasMoving";
+/// Ready and Progressing reason while a replication-factor change cannot start.
+pub const NOT_ENOUGH_BROKERS: &str = "NotEnoughBrokers";
 
 /// Whether `status` has condition `type_` with status True.
 pub fn has_condition(status: &KafkaTopicStatus, type_: &str) -> bool {
@@ -109,9 +112,10 @@ impl<'a> TopicStatusBuilder<'a> {
         ])
     }
 
-    /// A Kafka call failed; the topic fields stay as last seen.
+    /// A Kafka call failed; the topic fields (and a replica move in progress) stay as last
+    /// seen.
     pub fn kafka_error(&self, topic: &str, reason: &str, message: &str) -> KafkaTopicStatus {
-        let mut status = self.with_conditions(vec![
+        self.with_conditions(vec![
             self.cond(READY, ConditionStatus::False, reason, message),
             self.cond(
                 PROGRESSING,
@@ -119,16 +123,7 @@ impl<'a> TopicStatusBuilder<'a> {
                 "Retrying",
                 &format!("retrying topic {topic} with backoff"),
             ),
-        ]);
-        // Keep a pending replicas change visible.
-        if let Some(prev) = self.old.and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == REPLICAS_PENDING && c.status == "True")
-        }) {
-            status.conditions.push(prev.clone());
-        }
-        status
+        ])
     }
 
     /// The topic matches the spec as far as the cluster allows.
@@ -148,58 +143,101 @@ impl<'a> TopicStatusBuilder<'a> {
         };
         let partitions = state.partitions();
         let rf = state.replication_factor();
-        let summary = format!("topic {name}: {partitions} partitions, replication factor {rf}");
-        conditions.push(match report.partitions_above_spec {
-            Some(have) => self.cond(
-                READY,
-                ConditionStatus::True,
-                "PartitionsAboveSpec",
-                &format!(
-                    "{summary}; the topic has {have} partitions, more than spec.partitions \
-                     {}, and partitions cannot be removed",
-                    desired.partitions
-                ),
-            ),
-            None => self.cond(READY, ConditionStatus::True, "TopicReady", &summary),
-        });
-        conditions.push(self.cond(
-            PROGRESSING,
-            ConditionStatus::False,
-            "Synced",
-            "partitions and configs match the spec",
-        ));
+        let mut replicas = Some(rf);
         let mut operation = None;
-        if let Some(change) = &report.replicas_change {
-            let target = match &change.target {
-                Ok(assignment) => format!(
-                    "target assignment computed for {} partitions",
-                    assignment.len()
-                ),
-                Err(e) => format!("no target assignment: {e}"),
+        // (Ready, Progressing) for a replica move, else None.
+        let mut move_conditions = None;
+        let moving = match &report.replica_move {
+            Some(ReplicaMove::Started {
+                from, to, progress, ..
+            }) => Some((Some(*from), *to, *progress)),
+            Some(ReplicaMove::Running { to, progress }) => Some((None, *to, *progress)),
+            _ => None,
+        };
+        if let Some((from, to, progress)) = moving {
+            // During the move the metadata shows old and new replicas together: keep
+            // reporting the factor the topic had until the move is done.
+            replicas = from.or_else(|| self.old.and_then(|s| s.replicas));
+            let change = match replicas {
+                Some(from) => format!("replication factor {from} -> {to}"),
+                None => format!("replication factor -> {to}"),
             };
-            let message = format!(
-                "replication factor {} -> {} needs partition reassignment, which the brokers \
-                 do not support yet; {target}",
-                change.from, change.to
-            );
-            conditions.push(self.cond(
-                REPLICAS_PENDING,
-                ConditionStatus::True,
-                "ReassignmentNotSupported",
-                &message,
-            ));
+            let message = format!("topic {name}: {change}, moving replicas ({progress})");
             operation = Some(TopicOperation {
-                target: change.to,
-                progress: Some("pending".to_string()),
-                message: Some(message),
+                kind: KIND.to_string(),
+                phase: PHASE_MOVING.to_string(),
+                target: to,
+                progress: Some(progress.to_string()),
+                message: Some(message.clone()),
             });
+            move_conditions = Some((
+                self.cond(
+                    READY,
+                    ConditionStatus::True,
+                    "TopicReady",
+                    &format!("topic {name}: {partitions} partitions, serving while replicas move"),
+                ),
+                self.cond(
+                    PROGRESSING,
+                    ConditionStatus::True,
+                    REPLICAS_MOVING,
+                    &message,
+                ),
+            ));
+        }
+        if let Some(ReplicaMove::NotEnoughBrokers { from, to, live }) = &report.replica_move {
+            let message = format!(
+                "topic {name}: replication factor {from} -> {to} needs {to} live brokers, the \
+                 cluster has {live}; no replicas were moved. Add brokers or lower spec.replicas"
+            );
+            operation = Some(TopicOperation {
+                kind: KIND.to_string(),
+                phase: PHASE_BLOCKED.to_string(),
+                target: *to,
+                progress: None,
+                message: Some(message.clone()),
+            });
+            move_conditions = Some((
+                self.cond(READY, ConditionStatus::False, NOT_ENOUGH_BROKERS, &message),
+                self.cond(
+                    PROGRESSING,
+                    ConditionStatus::False,
+                    NOT_ENOUGH_BROKERS,
+                    &message,
+                ),
+            ));
+        }
+        if let Some((ready, progressing)) = move_conditions {
+            conditions.push(ready);
+            conditions.push(progressing);
+        } else {
+            let summary = format!("topic {name}: {partitions} partitions, replication factor {rf}");
+            conditions.push(match report.partitions_above_spec {
+                Some(have) => self.cond(
+                    READY,
+                    ConditionStatus::True,
+                    "PartitionsAboveSpec",
+                    &format!(
+                        "{summary}; the topic has {have} partitions, more than spec.partitions \
+                         {}, and partitions cannot be removed",
+                        desired.partitions
+                    ),
+                ),
+                None => self.cond(READY, ConditionStatus::True, "TopicReady", &summary),
+            });
+            conditions.push(self.cond(
+                PROGRESSING,
+                ConditionStatus::False,
+                "Synced",
+                "partitions, configs and replicas match the spec",
+            ));
         }
         let mut status = self.with_conditions(conditions);
         status.topic_id = Some(state.topic_id)
             .filter(|id| !id.is_nil())
             .map(|id| id.to_string());
         status.partitions = Some(partitions);
-        status.replicas = Some(rf);
+        status.replicas = replicas;
         status.operation = operation;
         status
     }
@@ -213,8 +251,7 @@ mod tests {
     use sluice_client::kafka_error;
 
     use super::*;
-    use crate::controllers::topic::placement::PlacementError;
-    use crate::controllers::topic::sync::ReplicasChange;
+    use crate::controllers::topic::reassign::MoveProgress;
     use crate::kafka::TopicState;
 
     fn kt() -> KafkaTopic {
@@ -275,45 +312,124 @@ mod tests {
             "topic orders: 2 partitions, replication factor 3"
         );
         assert_eq!(cond(&s, PROGRESSING).unwrap().status, "False");
-        assert!(cond(&s, REPLICAS_PENDING).is_none());
         assert_eq!(s.operation, None);
     }
 
     #[test]
-    fn replicas_change_is_reported_pending() {
+    fn replica_move_is_reported_while_running() {
         let t = kt();
         let b = TopicStatusBuilder::new(&t, Timestamp::UNIX_EPOCH);
         let report = SyncReport {
             state: Some(state(1)),
-            replicas_change: Some(ReplicasChange {
+            replica_move: Some(ReplicaMove::Started {
                 from: 1,
                 to: 3,
-                target: Err(PlacementError::NotEnoughBrokers { rf: 3, brokers: 1 }),
+                partitions: 2,
+                progress: MoveProgress { done: 0, total: 2 },
             }),
             ..Default::default()
         };
         let s = b.synced(&desired(), &report);
-        let pending = cond(&s, REPLICAS_PENDING).expect("pending");
-        assert_eq!(pending.status, "True");
-        assert_eq!(pending.reason, "ReassignmentNotSupported");
-        assert!(pending
-            .message
-            .contains("replication factor 1 -> 3 needs partition reassignment"));
-        assert!(
-            pending
-                .message
-                .contains("needs 3 brokers, the cluster has 1"),
-            "{}",
-            pending.message
-        );
         let op = s.operation.clone().expect("operation");
-        assert_eq!(op.target, 3);
-        assert_eq!(s.replicas, Some(1), "status shows what the topic has");
         assert_eq!(
-            cond(&s, READY).unwrap().status,
-            "True",
-            "the topic is usable"
+            (op.kind.as_str(), op.phase.as_str(), op.target),
+            ("ReplicaChange", "Moving", 3)
         );
+        assert_eq!(op.progress.as_deref(), Some("0 of 2 partitions done"));
+        assert_eq!(
+            op.message.as_deref(),
+            Some(
+                "topic orders: replication factor 1 -> 3, moving replicas (0 of 2 partitions done)"
+            )
+        );
+        let progressing = cond(&s, PROGRESSING).expect("Progressing");
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "ReplicasMoving")
+        );
+        assert_eq!(cond(&s, READY).unwrap().status, "True", "the topic serves");
+        assert_eq!(s.replicas, Some(1), "the old factor until the move is done");
+
+        // Later (e.g. after an operator restart): the metadata shows the union of old and
+        // new replicas; the status keeps the factor it recorded.
+        let mut t = kt();
+        t.status = Some(s);
+        let b = TopicStatusBuilder::new(&t, Timestamp::UNIX_EPOCH);
+        let report = SyncReport {
+            state: Some(state(3)),
+            replica_move: Some(ReplicaMove::Running {
+                to: 3,
+                progress: MoveProgress { done: 1, total: 2 },
+            }),
+            ..Default::default()
+        };
+        let s = b.synced(&desired(), &report);
+        assert_eq!(s.replicas, Some(1));
+        let op = s.operation.clone().expect("operation");
+        assert_eq!(op.progress.as_deref(), Some("1 of 2 partitions done"));
+
+        // Done: the operation goes, the new factor shows.
+        let mut t = kt();
+        t.status = Some(s);
+        let b = TopicStatusBuilder::new(&t, Timestamp::UNIX_EPOCH);
+        let report = SyncReport {
+            state: Some(state(3)),
+            ..Default::default()
+        };
+        let s = b.synced(&desired(), &report);
+        assert_eq!(s.operation, None);
+        assert_eq!(s.replicas, Some(3));
+        assert_eq!(cond(&s, PROGRESSING).unwrap().status, "False");
+        assert_eq!(cond(&s, READY).unwrap().reason, "TopicReady");
+    }
+
+    #[test]
+    fn too_few_brokers_is_not_ready_and_names_the_numbers() {
+        let t = kt();
+        let b = TopicStatusBuilder::new(&t, Timestamp::UNIX_EPOCH);
+        let report = SyncReport {
+            state: Some(state(1)),
+            replica_move: Some(ReplicaMove::NotEnoughBrokers {
+                from: 1,
+                to: 3,
+                live: 1,
+            }),
+            ..Default::default()
+        };
+        let s = b.synced(&desired(), &report);
+        let ready = cond(&s, READY).expect("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "NotEnoughBrokers")
+        );
+        assert_eq!(
+            ready.message,
+            "topic orders: replication factor 1 -> 3 needs 3 live brokers, the cluster has 1; \
+             no replicas were moved. Add brokers or lower spec.replicas"
+        );
+        assert_eq!(cond(&s, PROGRESSING).unwrap().reason, "NotEnoughBrokers");
+        let op = s.operation.clone().expect("operation");
+        assert_eq!((op.phase.as_str(), op.target), ("Blocked", 3));
+        assert_eq!(s.replicas, Some(1));
+    }
+
+    #[test]
+    fn kafka_error_keeps_a_running_move_visible() {
+        let mut t = kt();
+        t.status = Some(KafkaTopicStatus {
+            replicas: Some(1),
+            operation: Some(TopicOperation {
+                kind: KIND.into(),
+                phase: PHASE_MOVING.into(),
+                target: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let b = TopicStatusBuilder::new(&t, Timestamp::UNIX_EPOCH);
+        let s = b.kafka_error("orders", "KafkaUnavailable", "down");
+        assert_eq!(s.operation.map(|o| o.target), Some(3));
+        assert_eq!(s.replicas, Some(1));
     }
 
     #[test]

@@ -5,22 +5,44 @@ use std::collections::BTreeMap;
 
 use sluice_client::ClientError;
 
-use super::placement::{target_assignment, PlacementError};
 use super::plan::{plan_topic, DesiredTopic, TopicPlan};
+use super::reassign::{needs_move, replica_action, MoveProgress, ReplicaAction};
 use crate::kafka::{KafkaAdmin, TopicState};
 
 /// TOPIC_ALREADY_EXISTS: someone created it between our describe and create.
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 
-/// A pending replication-factor change.
+/// Where a replication-factor change stands (absent from the report when the replica
+/// counts match the spec and nothing moves).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicasChange {
-    /// Current replication factor.
-    pub from: i32,
-    /// Desired replication factor.
-    pub to: i32,
-    /// Where the replicas would go (see [`target_assignment`]).
-    pub target: Result<BTreeMap<i32, Vec<i32>>, PlacementError>,
+pub enum ReplicaMove {
+    /// This sync started moving replicas.
+    Started {
+        /// Replication factor before.
+        from: i32,
+        /// Replication factor wanted.
+        to: i32,
+        /// Partitions whose replicas were sent a new target.
+        partitions: usize,
+        /// Progress right after starting.
+        progress: MoveProgress,
+    },
+    /// A reassignment of the topic is running (started earlier, by anyone).
+    Running {
+        /// Replication factor wanted.
+        to: i32,
+        /// Progress.
+        progress: MoveProgress,
+    },
+    /// The change cannot start: fewer live brokers than replicas wanted.
+    NotEnoughBrokers {
+        /// Replication factor now.
+        from: i32,
+        /// Replication factor wanted.
+        to: i32,
+        /// Live brokers.
+        live: usize,
+    },
 }
 
 /// What [`sync_topic`] did and found.
@@ -37,8 +59,8 @@ pub struct SyncReport {
     pub configs_set: Vec<String>,
     /// Configs removed.
     pub configs_removed: Vec<String>,
-    /// Replication factor differs; needs reassignment.
-    pub replicas_change: Option<ReplicasChange>,
+    /// A replication-factor change under way or blocked.
+    pub replica_move: Option<ReplicaMove>,
     /// The topic has this many partitions, more than the spec.
     pub partitions_above_spec: Option<i32>,
 }
@@ -50,10 +72,20 @@ impl SyncReport {
             || self.grown.is_some()
             || !self.configs_set.is_empty()
             || !self.configs_removed.is_empty()
+            || matches!(self.replica_move, Some(ReplicaMove::Started { .. }))
+    }
+
+    /// Whether replicas are moving (so the topic is looked at again soon).
+    pub fn moving(&self) -> bool {
+        matches!(
+            self.replica_move,
+            Some(ReplicaMove::Started { .. } | ReplicaMove::Running { .. })
+        )
     }
 }
 
-/// Create the topic, or grow it and repair its configs.
+/// Create the topic, or grow it, repair its configs and move its replicas to the spec's
+/// replication factor.
 pub async fn sync_topic(
     admin: &dyn KafkaAdmin,
     desired: &DesiredTopic,
@@ -93,20 +125,79 @@ pub async fn sync_topic(
             } else {
                 observed
             };
-            if let Some((from, to)) = changes.replicas_change {
-                let brokers: Vec<i32> = admin.metadata().await?.brokers.keys().copied().collect();
-                let current = report
-                    .state
-                    .as_ref()
-                    .map(|s| s.assignment.clone())
-                    .unwrap_or_default();
-                report.replicas_change = Some(ReplicasChange {
-                    from,
-                    to,
-                    target: target_assignment(&current, &brokers, usize::try_from(to).unwrap_or(0)),
-                });
+            if let Some(state) = &report.state {
+                let want = i32::from(desired.replication_factor);
+                report.replica_move = sync_replicas(admin, &desired.name, want, state).await?;
             }
         }
     }
     Ok(report)
+}
+
+/// Follow or start the move of `topic`'s replicas to `want` per partition.
+async fn sync_replicas(
+    admin: &dyn KafkaAdmin,
+    topic: &str,
+    want: i32,
+    state: &TopicState,
+) -> Result<Option<ReplicaMove>, ClientError> {
+    let partitions: Vec<i32> = state.assignment.keys().copied().collect();
+    let ongoing = admin
+        .list_partition_reassignments(topic, &partitions)
+        .await?;
+    let live = if needs_move(want, &state.assignment, &ongoing) {
+        admin.live_brokers().await?
+    } else {
+        Vec::new()
+    };
+    Ok(
+        match replica_action(want, &state.assignment, &ongoing, &live) {
+            ReplicaAction::InSync => None,
+            ReplicaAction::Wait(progress) => Some(ReplicaMove::Running { to: want, progress }),
+            ReplicaAction::NotEnoughBrokers { from, to, live } => {
+                Some(ReplicaMove::NotEnoughBrokers { from, to, live })
+            }
+            ReplicaAction::Start {
+                from,
+                to,
+                moves,
+                progress,
+            } => {
+                start_moves(admin, topic, &moves).await?;
+                Some(ReplicaMove::Started {
+                    from,
+                    to,
+                    partitions: moves.len(),
+                    progress,
+                })
+            }
+        },
+    )
+}
+
+/// Send new replica lists for partitions of `topic`; the first partition refused fails
+/// the call (the others keep moving, and the next reconcile sees them running).
+pub async fn start_moves(
+    admin: &dyn KafkaAdmin,
+    topic: &str,
+    moves: &BTreeMap<i32, Vec<i32>>,
+) -> Result<(), ClientError> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let mut results = admin.alter_partition_reassignments(topic, moves).await?;
+    for partition in moves.keys() {
+        match results.remove(partition) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(sluice_client::kafka_error(
+                    -1,
+                    Some("partition missing from the AlterPartitionReassignments response".into()),
+                    format!("reassign {topic}-{partition}"),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
