@@ -66,8 +66,10 @@ def broker_objects(name: str, namespace: str, replicas: int, cluster_id: str,
     text = "".join(f"{k}={v}\n" for k, v in props.items())
     host = f"$(POD_NAME).{svc}.$(POD_NAMESPACE).svc"
     field = lambda n, p: {"name": n, "valueFrom": {"fieldRef": {"fieldPath": p}}}  # noqa: E731
-    probe = lambda path: {"httpGet": {"path": path, "port": "http", "scheme": "HTTP"},  # noqa: E731
-                          "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
+    # The operator's probe timings: liveness gives a stuck broker a minute.
+    probe = lambda path, period, failures: {  # noqa: E731
+        "httpGet": {"path": path, "port": "http", "scheme": "HTTP"},
+        "periodSeconds": period, "timeoutSeconds": 3, "failureThreshold": failures}
     return [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{sts_name}-config", "labels": labels},
          "data": {"server.properties": text}},
@@ -91,7 +93,7 @@ def broker_objects(name: str, namespace: str, replicas: int, cluster_id: str,
                                  field("SLUICE_NODE_ID", "metadata.labels['apps.kubernetes.io/pod-index']"),
                                  {"name": "SLUICE_ADVERTISED_LISTENERS", "value": f"{host}:9092"},
                                  {"name": "SLUICE_ADVERTISED_HTTP_LISTENER", "value": f"{host}:9644"}],
-                         "readinessProbe": probe("/readyz"), "livenessProbe": probe("/healthz"),
+                         "readinessProbe": probe("/readyz", 5, 3), "livenessProbe": probe("/healthz", 10, 6),
                          "volumeMounts": [{"name": "data", "mountPath": "/var/lib/sluice"},
                                           {"name": "config", "mountPath": "/etc/sluice", "readOnly": True},
                                           {"name": "tmp", "mountPath": "/tmp"}],

@@ -162,7 +162,7 @@ def test_kill_and_pause_a_pod(kit):
     finally:
         kit.resume(NS, "fault-kafka-0")
     wait_for(lambda: ready(status()[0]), timeout=30, msg="Ready after resume")
-    assert status()[1]["restartCount"] == 1
+    assert status()[1]["restartCount"] == 1, "a pause shorter than the liveness budget restarts nothing"
 
 
 def test_kubelet_alone_against_an_api_server_given_by_kubeconfig(tmp_path):

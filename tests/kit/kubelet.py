@@ -714,8 +714,14 @@ class Kubelet:
     def kill(self, ns: str, pod: str):
         self.runner(ns, pod).kill_now()
 
+    def _signal(self, ns: str, pod: str, sig: int):
+        proc = self.runner(ns, pod).proc
+        if proc is None or proc.poll() is not None:
+            raise KeyError(f"pod {ns}/{pod} has no running process (restarting?)")
+        os.kill(proc.pid, sig)
+
     def pause(self, ns: str, pod: str):
-        os.kill(self.runner(ns, pod).proc.pid, signal.SIGSTOP)
+        self._signal(ns, pod, signal.SIGSTOP)
 
     def resume(self, ns: str, pod: str):
-        os.kill(self.runner(ns, pod).proc.pid, signal.SIGCONT)
+        self._signal(ns, pod, signal.SIGCONT)
