@@ -465,21 +465,41 @@ async fn a_lagging_follower_is_proposed_out_of_the_isr_and_a_caught_up_one_back_
     let conn = connect(&tb).await;
     produce(&conn, batch(-1, 0, &["a"]), 1, 1000).await;
     // The follower never fetches the new record: after the lag limit the leader asks the
-    // controller to drop it.
+    // controller to drop it, and the controller commits that.
     let p = partition(&tb);
-    eventually("the leader proposes the ISR without 1", || {
-        p.pending_isr() == Some(vec![0])
+    eventually("the controller commits the ISR without 1", || {
+        p.isr() == vec![0]
     })
     .await;
-    // The controller commits it; the high watermark no longer waits for broker 1.
-    set_partition(&tb, state(0, 0, 1, &[0, 1], &[0])).await;
+    assert_eq!(
+        p.pending_isr(),
+        None,
+        "the committed change is no longer pending"
+    );
+    let committed_isr = |tb: &TestBroker| {
+        broker(tb)
+            .metadata
+            .current()
+            .topic(TOPIC)
+            .expect("topic exists")
+            .partitions[&0]
+            .isr
+            .clone()
+    };
+    assert_eq!(committed_isr(&tb), vec![0], "the image agrees");
+    // The high watermark no longer waits for broker 1.
     assert_eq!(p.high_watermark(), 1);
     assert_eq!(broker(&tb).replicas.stats().under_replicated, 1);
     // Broker 1 catches up to the high watermark: the leader asks to add it back.
     fetch(&conn, 1, 0, 0, -1).await;
     assert_eq!(p.pending_isr(), None, "behind the high watermark: not yet");
+    assert_eq!(p.isr(), vec![0]);
     fetch(&conn, 1, 1, 0, 0).await;
-    assert_eq!(p.pending_isr(), Some(vec![0, 1]));
+    eventually("the controller commits broker 1 back into the ISR", || {
+        p.isr() == vec![0, 1]
+    })
+    .await;
+    assert_eq!(broker(&tb).replicas.stats().under_replicated, 0);
 }
 
 /// Two real brokers (ids 0 and 1) that know each other, both assigned `TOPIC`-0 on [0, 1]
