@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
     DescribeConfigsRequest, IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse,
+    ListPartitionReassignmentsResponse, UnregisterBrokerRequest,
 };
 use uuid::Uuid;
 
@@ -414,6 +414,22 @@ impl Client {
             })
             .await?;
         ongoing_reassignments(resp)
+    }
+
+    /// UnregisterBroker (on the controller): remove a stopped broker from the cluster for
+    /// good. A broker that is still running is refused (INVALID_REQUEST); one that is not
+    /// registered gives BROKER_ID_NOT_REGISTERED (1002).
+    pub async fn unregister_broker(&self, id: i32) -> Result<(), ClientError> {
+        let req = UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
+        let resp = self
+            .with_controller(|conn| {
+                let req = req.clone();
+                async move { conn.send(req).await }
+            })
+            .await?;
+        check_error(resp.error_code, resp.error_message.as_deref(), || {
+            format!("unregister broker {id}")
+        })
     }
 
     /// DescribeCluster.

@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use sluice_client::{
     Client, ClientConfig, ClientError, ClusterMetadata, NewTopic, OngoingReassignment,
+    OngoingReassignments,
 };
 
 /// Kafka ConfigSource of a config set on the topic itself (DYNAMIC_TOPIC_CONFIG).
@@ -93,6 +94,11 @@ pub trait KafkaAdmin: Send + Sync {
         topic: &'a str,
         partitions: &'a [i32],
     ) -> BoxFuture<'a, Result<BTreeMap<i32, OngoingReassignment>, ClientError>>;
+
+    /// Every reassignment in progress in the cluster, by `(topic, partition)`.
+    fn all_reassignments(&self) -> BoxFuture<'_, Result<OngoingReassignments, ClientError>>;
+    /// Remove a stopped broker from the cluster for good.
+    fn unregister_broker(&self, id: i32) -> BoxFuture<'_, Result<(), ClientError>>;
 
     /// Ids of the live brokers: those Metadata offers to clients (fenced brokers are not).
     fn live_brokers(&self) -> BoxFuture<'_, Result<Vec<i32>, ClientError>> {
@@ -359,5 +365,13 @@ impl KafkaAdmin for SluiceAdmin {
                 .collect())
         }
         .boxed()
+    }
+
+    fn all_reassignments(&self) -> BoxFuture<'_, Result<OngoingReassignments, ClientError>> {
+        async move { self.check(self.client.list_partition_reassignments(None).await) }.boxed()
+    }
+
+    fn unregister_broker(&self, id: i32) -> BoxFuture<'_, Result<(), ClientError>> {
+        async move { self.check(self.client.unregister_broker(id).await) }.boxed()
     }
 }

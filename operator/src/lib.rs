@@ -17,4 +17,5 @@ pub mod controllers;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod placement;
 pub mod runtime;

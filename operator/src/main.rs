@@ -76,6 +76,11 @@ struct RunArgs {
     /// Broker image for KafkaClusters without spec.image.
     #[arg(long, env = "SLUICE_BROKER_IMAGE", default_value = DEFAULT_BROKER_IMAGE)]
     broker_image: String,
+    /// Most partitions a scaling workflow (rebalance after a scale-up, drain before a
+    /// scale-down) moves at once per cluster: the pace that keeps clients running.
+    #[arg(long, env = "MAX_PARTITION_MOVES", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_partition_moves: u16,
     /// This replica's identity for the Lease and Events (default: the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -149,6 +154,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         http_listener: args.http_listener,
         broker_image: args.broker_image,
         identity,
+        max_partition_moves: usize::from(args.max_partition_moves),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

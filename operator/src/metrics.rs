@@ -25,7 +25,27 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+/// Labels of per-cluster series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// `namespace/name` of the `KafkaCluster`.
+    pub cluster: String,
+}
+
+/// Labels of per-operation series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// `ScaleUp` or `ScaleDown`.
+    pub kind: String,
+}
+
 type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
+type OperationHistogramFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
+
+fn operation_histogram() -> Histogram {
+    // 1 s .. ~2 h
+    Histogram::new(exponential_buckets(1.0, 2.0, 14))
+}
 
 fn duration_histogram() -> Histogram {
     // 5 ms .. ~20 s
@@ -39,6 +59,9 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     durations: HistogramFamily,
     leader: Gauge,
+    moves_started: Family<ClusterLabels, Counter>,
+    moves_pending: Family<ClusterLabels, Gauge>,
+    operation_durations: OperationHistogramFamily,
 }
 
 impl Default for Metrics {
@@ -55,6 +78,25 @@ impl Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let durations: HistogramFamily = Family::new_with_constructor(duration_histogram);
         let leader = Gauge::default();
+        let moves_started = Family::<ClusterLabels, Counter>::default();
+        let moves_pending = Family::<ClusterLabels, Gauge>::default();
+        let operation_durations: OperationHistogramFamily =
+            Family::new_with_constructor(operation_histogram);
+        registry.register(
+            "partition_moves_started",
+            "Partition reassignments started by scaling workflows, per cluster",
+            moves_started.clone(),
+        );
+        registry.register(
+            "partition_moves_pending",
+            "Partitions a running scaling workflow still has to move, per cluster",
+            moves_pending.clone(),
+        );
+        registry.register(
+            "operation_duration_seconds",
+            "Time from start to end of finished scaling workflows, per kind",
+            operation_durations.clone(),
+        );
         registry.register(
             "reconciliations",
             "Reconciles run, per controller",
@@ -81,7 +123,33 @@ impl Metrics {
             errors,
             durations,
             leader,
+            moves_started,
+            moves_pending,
+            operation_durations,
         }
+    }
+
+    /// Record that a scaling workflow of `cluster` started `started` moves and has
+    /// `pending` partitions left to move.
+    pub fn observe_moves(&self, cluster: &str, started: usize, pending: usize) {
+        let labels = ClusterLabels {
+            cluster: cluster.to_string(),
+        };
+        self.moves_started
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(started).unwrap_or(u64::MAX));
+        self.moves_pending
+            .get_or_create(&labels)
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// Record a finished scaling workflow of `kind` that took `elapsed`.
+    pub fn observe_operation(&self, kind: &str, elapsed: Duration) {
+        self.operation_durations
+            .get_or_create(&OperationLabels {
+                kind: kind.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Count one reconcile of `controller` that took `elapsed`, failing with an error of
@@ -130,7 +198,18 @@ mod tests {
         m.observe("kafkatopic", Duration::from_millis(30), Some("kafka"));
         m.observe("kafkacluster", Duration::from_millis(1), Some("kube"));
         m.set_leader(true);
+        m.observe_moves("ns/demo", 4, 10);
+        m.observe_moves("ns/demo", 2, 6);
+        m.observe_operation("ScaleUp", Duration::from_secs(90));
         let text = m.encode();
+        assert!(
+            text.contains("sluice_operator_partition_moves_started_total{cluster=\"ns/demo\"} 6"),
+            "{text}"
+        );
+        assert!(text.contains("sluice_operator_partition_moves_pending{cluster=\"ns/demo\"} 6"));
+        assert!(
+            text.contains("sluice_operator_operation_duration_seconds_count{kind=\"ScaleUp\"} 1")
+        );
         assert!(
             text.contains("sluice_operator_reconciliations_total{controller=\"kafkatopic\"} 2"),
             "{text}"

@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub broker_image: String,
     /// This replica's identity (pod name) for the Lease and Events.
     pub identity: String,
+    /// Most partitions a scaling workflow moves at once, per cluster.
+    pub max_partition_moves: usize,
 }
 
 /// Why the operator stopped with an error.
@@ -248,7 +250,10 @@ async fn run_controllers(
     let ctx = Arc::new(Context::new(
         client.clone(),
         Arc::new(SluiceKafka::new()),
-        Settings::new(options.broker_image.clone()),
+        Settings {
+            max_partition_moves: options.max_partition_moves,
+            ..Settings::new(options.broker_image.clone())
+        },
         metrics.clone(),
         topics.clone(),
         Some(options.identity.clone()),
@@ -383,6 +388,7 @@ mod tests {
             http_listener: addr,
             broker_image: "sluice:test".into(),
             identity: "test".into(),
+            max_partition_moves: 8,
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let running = tokio::spawn(run_with_client(client, options, listener, shutdown_rx));

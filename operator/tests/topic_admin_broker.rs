@@ -129,7 +129,9 @@ async fn topic_lifecycle_against_the_broker() {
 
     // Create.
     let spec = desired(3, 1, &[("retention.ms", "3600000")]);
-    let report = sync_topic(admin.as_ref(), &spec).await.expect("create");
+    let report = sync_topic(admin.as_ref(), &spec, None)
+        .await
+        .expect("create");
     assert!(report.created);
     let state = report.state.expect("state after create");
     assert_eq!(state.partitions(), 3);
@@ -138,7 +140,9 @@ async fn topic_lifecycle_against_the_broker() {
     assert!(!state.topic_id.is_nil());
 
     // Nothing to do the second time.
-    let again = sync_topic(admin.as_ref(), &spec).await.expect("resync");
+    let again = sync_topic(admin.as_ref(), &spec, None)
+        .await
+        .expect("resync");
     assert!(!again.changed(), "{again:?}");
     assert_eq!(
         again.state.as_ref().map(|s| s.topic_id),
@@ -147,7 +151,9 @@ async fn topic_lifecycle_against_the_broker() {
 
     // Grow.
     let grown = desired(5, 1, &[("retention.ms", "3600000")]);
-    let report = sync_topic(admin.as_ref(), &grown).await.expect("grow");
+    let report = sync_topic(admin.as_ref(), &grown, None)
+        .await
+        .expect("grow");
     assert_eq!(report.grown, Some((3, 5)));
     assert_eq!(report.state.as_ref().map(|s| s.partitions()), Some(5));
 
@@ -168,7 +174,9 @@ async fn topic_lifecycle_against_the_broker() {
         drifted.configs,
         map(&[("cleanup.policy", "compact"), ("retention.ms", "5000")])
     );
-    let report = sync_topic(admin.as_ref(), &grown).await.expect("repair");
+    let report = sync_topic(admin.as_ref(), &grown, None)
+        .await
+        .expect("repair");
     assert_eq!(report.configs_set, ["retention.ms"]);
     assert_eq!(report.configs_removed, ["cleanup.policy"]);
     let repaired = admin.describe_topic("orders").await.unwrap().unwrap();
@@ -176,7 +184,7 @@ async fn topic_lifecycle_against_the_broker() {
 
     // A replication factor above the live broker count is refused before sending anything.
     let more_replicas = desired(5, 2, &[("retention.ms", "3600000")]);
-    let report = sync_topic(admin.as_ref(), &more_replicas)
+    let report = sync_topic(admin.as_ref(), &more_replicas, None)
         .await
         .expect("rf");
     assert!(!report.changed());
@@ -209,13 +217,17 @@ async fn topic_lifecycle_against_the_broker() {
         name: "too-many-replicas".into(),
         ..desired(1, 3, &[])
     };
-    let err = sync_topic(admin.as_ref(), &impossible).await.unwrap_err();
+    let err = sync_topic(admin.as_ref(), &impossible, None)
+        .await
+        .unwrap_err();
     assert_eq!(error_reason(&err), "InvalidReplicationFactor", "{err}");
     let bad_config = DesiredTopic {
         name: "bad-config".into(),
         ..desired(1, 1, &[("no.such.config", "1")])
     };
-    let err = sync_topic(admin.as_ref(), &bad_config).await.unwrap_err();
+    let err = sync_topic(admin.as_ref(), &bad_config, None)
+        .await
+        .unwrap_err();
     assert!(err.code().is_some(), "a Kafka error: {err}");
 
     // Delete, twice (the second finds nothing and is fine).
@@ -246,7 +258,9 @@ async fn partition_reassignment_on_a_single_broker() {
         name: "moves".into(),
         ..desired(2, 1, &[])
     };
-    sync_topic(admin.as_ref(), &spec).await.expect("create");
+    sync_topic(admin.as_ref(), &spec, None)
+        .await
+        .expect("create");
     let before = admin
         .describe_topic("moves")
         .await
@@ -288,7 +302,9 @@ async fn partition_reassignment_on_a_single_broker() {
     assert_eq!(after.assignment, before.assignment);
 
     // The spec matches the cluster: the sync sends nothing and reports no move.
-    let report = sync_topic(admin.as_ref(), &spec).await.expect("resync");
+    let report = sync_topic(admin.as_ref(), &spec, None)
+        .await
+        .expect("resync");
     assert_eq!(report.replica_move, None);
     assert!(!report.changed());
 

@@ -44,6 +44,10 @@ pub struct Settings {
     pub topic_resync: Duration,
     /// Longest wait between retries of a failing reconcile.
     pub max_backoff: Duration,
+    /// How often a `KafkaCluster` with a scaling workflow running is looked at again.
+    pub operation_poll: Duration,
+    /// Most partitions a scaling workflow moves at once (the throttle).
+    pub max_partition_moves: usize,
 }
 
 impl Settings {
@@ -55,6 +59,8 @@ impl Settings {
             cluster_progress_resync: Duration::from_secs(30),
             topic_resync: Duration::from_secs(60),
             max_backoff: Duration::from_secs(300),
+            operation_poll: Duration::from_secs(2),
+            max_partition_moves: 8,
         }
     }
 }

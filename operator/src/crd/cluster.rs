@@ -228,4 +228,10 @@ pub struct Operation {
     /// Details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Broker count when a scaling operation started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_replicas: Option<i32>,
+    /// Broker count a scaling operation ends with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_replicas: Option<i32>,
 }

@@ -1,7 +1,9 @@
 //! The `KafkaCluster` controller: read -> validate -> build -> apply -> status.
 
+pub mod scaling;
 pub mod status;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,18 +15,20 @@ use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use sluice_client::ClusterMetadata;
+use sluice_client::{ClusterMetadata, OngoingReassignments};
 use tracing::{debug, info, warn};
 
+use self::scaling::{ClusterView, ScalingInput, ScalingPlan};
 use self::status::{
-    cluster_status, decide_replicas, failure_status, is_paused_status, partition_health,
-    paused_status, Observation, ScaleDecision, READY,
+    cluster_status, failure_status, is_paused_status, partition_health, paused_status, Observation,
+    READY,
 };
 use super::{apply, apply_status, object_key, Context, Error, BOOTSTRAP_OVERRIDE_ANNOTATION};
 use crate::builders::{
     self, build_all, config_map_name, label_selector, statefulset_name, ClusterObjects, CONFIG_FILE,
 };
-use crate::crd::{KafkaCluster, KafkaClusterStatus};
+use crate::crd::{KafkaCluster, KafkaClusterStatus, Operation};
+use crate::kafka::KafkaAdmin;
 use crate::validate::{new_cluster_id, validate_cluster};
 
 /// Controller name in metrics and logs.
@@ -134,16 +138,32 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Err
         .get(BOOTSTRAP_OVERRIDE_ANNOTATION)
         .cloned()
         .unwrap_or_else(|| bootstrap.clone());
-    let metadata = if any_ready {
-        read_metadata(ctx, &admin_bootstrap).await
+    let kafka = if any_ready {
+        read_cluster(ctx, &admin_bootstrap).await
     } else {
         None
     };
-    let scale = decide_replicas(view.replicas, current_replicas, metadata.as_ref());
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods = pods_api
+        .list(&ListParams::default().labels(&label_selector(&name)))
+        .await
+        .map_err(Error::kube("list broker pods"))?
+        .items;
+    let ordinals: BTreeSet<i32> = pods
+        .iter()
+        .filter_map(|p| pod_ordinal(&sts_name, &p.name_any()))
+        .collect();
+    let mut scaling = scaling::plan(&ScalingInput {
+        desired: view.replicas,
+        running: current_replicas,
+        cluster: kafka.as_ref().map(|k| &k.view),
+        pods: &ordinals,
+        previous: old.and_then(|s| s.operation.as_ref()),
+        max_moves: ctx.settings.max_partition_moves,
+        now: Timestamp::now(),
+    });
     let mut applied_view = view;
-    if let ScaleDecision::Blocked { keep, .. } = &scale {
-        applied_view.replicas = *keep;
-    }
+    applied_view.replicas = scaling.statefulset_replicas;
 
     let objects = build_all(&applied_view);
     let statefulset = match apply_objects(ctx, &namespace, &objects).await {
@@ -167,35 +187,186 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Err
             return Err(e);
         }
     };
+    if let Some(k) = &kafka {
+        carry_out(ctx, kc, k.admin.as_ref(), &mut scaling).await;
+    }
 
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let pods = pods
-        .list(&ListParams::default().labels(&label_selector(&name)))
-        .await
-        .map_err(Error::kube("list broker pods"))?
-        .items;
     let observation = Observation {
         name: &name,
         generation,
         desired_replicas: kc.spec.replicas,
         statefulset: Some(&statefulset),
         pods: &pods,
-        partitions: metadata.as_ref().map(partition_health),
-        scale: &scale,
+        partitions: kafka.as_ref().map(|k| partition_health(&k.metadata)),
+        scaling: &scaling,
         cluster_id: &cluster_id,
         bootstrap_servers: bootstrap,
         label_selector: label_selector(&name),
     };
     let new_status = cluster_status(&observation, old, Timestamp::now());
     apply_status(&api, kc, &new_status).await?;
-    publish_changes(ctx, kc, old, &new_status, current_replicas, &scale).await;
+    publish_changes(ctx, kc, old, &new_status, current_replicas, &scaling).await;
 
-    let settled = condition_true(&new_status, READY) && matches!(scale, ScaleDecision::Apply(_));
-    Ok(Action::requeue(if settled {
+    let running_operation = scaling
+        .operation
+        .as_ref()
+        .is_some_and(|o| o.phase != scaling::REFUSED);
+    let settled = condition_true(&new_status, READY) && scaling.operation.is_none();
+    Ok(Action::requeue(if running_operation {
+        ctx.settings.operation_poll
+    } else if settled {
         ctx.settings.cluster_resync
     } else {
         ctx.settings.cluster_progress_resync
     }))
+}
+
+/// The ordinal of a StatefulSet pod from its name (`<sts>-<ordinal>`).
+fn pod_ordinal(statefulset: &str, pod: &str) -> Option<i32> {
+    pod.strip_prefix(statefulset)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
+/// Starts the moves and unregisters the brokers `scaling` calls for. A scale-down whose
+/// brokers are all unregistered ends here; failures are reported in the operation's
+/// message and retried by the next reconcile.
+async fn carry_out(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    admin: &dyn KafkaAdmin,
+    scaling: &mut ScalingPlan,
+) {
+    let key = object_key(kc);
+    let mut by_topic: BTreeMap<&str, BTreeMap<i32, Vec<i32>>> = BTreeMap::new();
+    for ((topic, partition), target) in &scaling.start_moves {
+        by_topic
+            .entry(topic.as_str())
+            .or_default()
+            .insert(*partition, target.clone());
+    }
+    let mut started = 0;
+    let mut failures = Vec::new();
+    for (topic, targets) in &by_topic {
+        match admin.alter_partition_reassignments(topic, targets).await {
+            Ok(outcomes) => {
+                for (partition, outcome) in outcomes {
+                    match outcome {
+                        Ok(()) => started += 1,
+                        Err(e) => failures.push(format!("{topic}-{partition}: {e}")),
+                    }
+                }
+            }
+            Err(e) => failures.push(format!("{topic}: {e}")),
+        }
+    }
+    if scaling.operation.is_some() {
+        ctx.metrics
+            .observe_moves(&key, started, scaling.pending_moves);
+    }
+    if started > 0 {
+        info!(cluster = %key, started, pending = scaling.pending_moves, "partition moves started");
+    }
+    if !failures.is_empty() {
+        warn!(cluster = %key, ?failures, "partition moves refused");
+        if let Some(op) = scaling.operation.as_mut() {
+            op.message = Some(format!(
+                "{}; refused by the cluster: {}",
+                op.message.clone().unwrap_or_default(),
+                failures.join("; ")
+            ));
+        }
+    }
+    if scaling.unregister.is_empty() {
+        return;
+    }
+    let mut waiting = Vec::new();
+    for &id in &scaling.unregister {
+        match admin.unregister_broker(id).await {
+            Ok(()) => info!(cluster = %key, broker = id, "broker unregistered"),
+            Err(e) if e.code() == Some(BROKER_ID_NOT_REGISTERED) => {}
+            Err(e) => waiting.push(format!("broker {id}: {e}")),
+        }
+    }
+    if waiting.is_empty() {
+        scaling.operation = None;
+        ctx.metrics.observe_moves(&key, 0, 0);
+    } else if let Some(op) = scaling.operation.as_mut() {
+        op.message = Some(format!("unregistering: {}", waiting.join("; ")));
+    }
+}
+
+/// BROKER_ID_NOT_REGISTERED: already unregistered (e.g. by a reconcile the operator did
+/// not get to record).
+const BROKER_ID_NOT_REGISTERED: i16 = 1002;
+
+/// What the brokers report, and the connection to act on them.
+struct KafkaState {
+    admin: Arc<dyn KafkaAdmin>,
+    metadata: ClusterMetadata,
+    view: ClusterView,
+}
+
+/// The cluster's metadata and running reassignments, or `None` (logged) when they cannot
+/// be read in time.
+async fn read_cluster(ctx: &Context, bootstrap: &str) -> Option<KafkaState> {
+    let read = async {
+        let admin = ctx.kafka.connect(bootstrap).await?;
+        let metadata = admin.metadata().await?;
+        let moving = admin.all_reassignments().await?;
+        Ok::<_, sluice_client::ClientError>((admin, metadata, moving))
+    };
+    match tokio::time::timeout(METADATA_TIMEOUT, read).await {
+        Ok(Ok((admin, metadata, moving))) => {
+            let view = cluster_view(&metadata, &moving);
+            Some(KafkaState {
+                admin,
+                metadata,
+                view,
+            })
+        }
+        Ok(Err(e)) => {
+            debug!(bootstrap, error = %e, "cannot read the cluster's metadata");
+            None
+        }
+        Err(_) => {
+            debug!(bootstrap, "timed out reading the cluster's metadata");
+            None
+        }
+    }
+}
+
+/// The scaling workflows' view of the cluster (pure).
+fn cluster_view(md: &ClusterMetadata, moving: &OngoingReassignments) -> ClusterView {
+    ClusterView {
+        replicas: md
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| ((t.name.clone(), p.partition), p.replicas.clone()))
+            })
+            .collect(),
+        moving: moving
+            .iter()
+            .map(|(key, r)| {
+                let target = r
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|b| !r.removing.contains(b))
+                    .collect();
+                (key.clone(), target)
+            })
+            .collect(),
+        live: md
+            .brokers
+            .values()
+            .map(|b| (b.id, b.rack.clone()))
+            .collect(),
+    }
 }
 
 /// The cluster id: from the status, else from the ConfigMap a previous reconcile wrote
@@ -258,25 +429,6 @@ async fn apply_objects(
     Ok(sts)
 }
 
-/// The cluster's metadata, or `None` (logged) when it cannot be read in time.
-async fn read_metadata(ctx: &Context, bootstrap: &str) -> Option<ClusterMetadata> {
-    let read = async {
-        let admin = ctx.kafka.connect(bootstrap).await?;
-        admin.metadata().await
-    };
-    match tokio::time::timeout(METADATA_TIMEOUT, read).await {
-        Ok(Ok(md)) => Some(md),
-        Ok(Err(e)) => {
-            debug!(bootstrap, error = %e, "cannot read cluster metadata");
-            None
-        }
-        Err(_) => {
-            debug!(bootstrap, "timed out reading cluster metadata");
-            None
-        }
-    }
-}
-
 fn condition_true(status: &KafkaClusterStatus, type_: &str) -> bool {
     status
         .conditions
@@ -291,13 +443,10 @@ async fn publish_changes(
     old: Option<&KafkaClusterStatus>,
     new: &KafkaClusterStatus,
     previous_replicas: Option<i32>,
-    scale: &ScaleDecision,
+    scaling: &ScalingPlan,
 ) {
     let reference = kc.object_ref(&());
-    let applied = match scale {
-        ScaleDecision::Apply(n) => *n,
-        ScaleDecision::Blocked { keep, .. } => *keep,
-    };
+    let applied = scaling.statefulset_replicas;
     match previous_replicas {
         None => {
             ctx.event(
@@ -324,15 +473,41 @@ async fn publish_changes(
         }
         _ => {}
     }
-    if let ScaleDecision::Blocked { message, .. } = scale {
-        let was_blocked = old.and_then(|s| s.operation.as_ref()).is_some();
-        if !was_blocked {
+    let before = old.and_then(|s| s.operation.as_ref());
+    let after = new.operation.as_ref();
+    let phase = |o: Option<&Operation>| o.map(|o| (o.kind.clone(), o.phase.clone()));
+    if phase(before) != phase(after) {
+        if let Some(op) = after {
+            let (type_, reason) = if op.phase == scaling::REFUSED {
+                (EventType::Warning, "ScaleDownRefused".to_string())
+            } else {
+                (EventType::Normal, format!("{}{}", op.kind, op.phase))
+            };
+            let message = op.message.clone().unwrap_or_else(|| op.phase.clone());
+            ctx.event(&reference, type_, &reason, "Scale", message)
+                .await;
+        }
+    }
+    if let (Some(done), None) = (before, after) {
+        if done.phase != scaling::REFUSED {
+            let elapsed = done
+                .started
+                .as_deref()
+                .and_then(|s| s.parse::<Timestamp>().ok())
+                .and_then(|t| Timestamp::now().duration_since(t).try_into().ok());
+            if let Some(elapsed) = elapsed {
+                ctx.metrics.observe_operation(&done.kind, elapsed);
+            }
+            let words = match (done.from_replicas, done.to_replicas) {
+                (Some(f), Some(t)) => format!("{} finished: {f} -> {t} brokers", done.kind),
+                _ => format!("{} finished", done.kind),
+            };
             ctx.event(
                 &reference,
-                EventType::Warning,
-                "ScaleDownBlocked",
+                EventType::Normal,
+                &format!("{}Complete", done.kind),
                 "Scale",
-                message.clone(),
+                words,
             )
             .await;
         }

@@ -1,8 +1,6 @@
-//! Pure decisions of the cluster controller: how many brokers to run (the scale-down
-//! guard), partition health from metadata, broker readiness from pods, and the status
-//! with its conditions.
-
-use std::collections::BTreeMap;
+//! Pure decisions of the cluster controller: partition health from metadata, broker
+//! readiness from pods, and the status with its conditions (the scaling workflows are in
+//! `scaling.rs`).
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -10,10 +8,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use sluice_client::ClusterMetadata;
 
+use super::scaling::{self, ScalingPlan};
 use crate::builders::pod_name;
 use crate::crd::{
-    condition, merge_conditions, BrokerStatus, ConditionStatus, KafkaClusterStatus, Operation,
-    PartitionHealth,
+    condition, merge_conditions, BrokerStatus, ConditionStatus, KafkaClusterStatus, PartitionHealth,
 };
 
 /// Condition types.
@@ -36,78 +34,6 @@ pub fn partition_health(md: &ClusterMetadata) -> PartitionHealth {
         }
     }
     health
-}
-
-/// Partition replicas held by each broker with id `>= from`, for brokers holding any.
-pub fn replicas_on_brokers_from(md: &ClusterMetadata, from: i32) -> BTreeMap<i32, usize> {
-    let mut held = BTreeMap::new();
-    for p in md.topics.values().flat_map(|t| &t.partitions) {
-        for &b in p.replicas.iter().filter(|&&b| b >= from) {
-            *held.entry(b).or_insert(0) += 1;
-        }
-    }
-    held
-}
-
-/// How many brokers the StatefulSet gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScaleDecision {
-    /// Run this many.
-    Apply(i32),
-    /// Keep `keep` brokers: the scale-down to the spec's count is not safe yet.
-    Blocked {
-        /// Brokers to keep.
-        keep: i32,
-        /// Why, for the status.
-        message: String,
-    },
-}
-
-/// The scale-down guard: never remove a broker that still holds partition replicas.
-/// `current` is the StatefulSet's replica count (`None`: not created yet), `metadata` the
-/// cluster's metadata if it could be read. Scaling to zero stops the whole cluster and is
-/// always allowed (the volumes stay unless `deleteClaimsOnScaleDown`).
-pub fn decide_replicas(
-    desired: i32,
-    current: Option<i32>,
-    metadata: Option<&ClusterMetadata>,
-) -> ScaleDecision {
-    let current = match current {
-        Some(c) if desired < c && desired > 0 => c,
-        _ => return ScaleDecision::Apply(desired),
-    };
-    let removed = if desired + 1 == current {
-        format!("broker {desired}")
-    } else {
-        format!("brokers {desired}..{}", current - 1)
-    };
-    let Some(md) = metadata else {
-        return ScaleDecision::Blocked {
-            keep: current,
-            message: format!(
-                "scale-down from {current} to {desired} brokers waits: the cluster metadata \
-                 cannot be read to check that {removed} hold no partition replicas"
-            ),
-        };
-    };
-    let held = replicas_on_brokers_from(md, desired);
-    if held.is_empty() {
-        return ScaleDecision::Apply(desired);
-    }
-    let total: usize = held.values().sum();
-    let ids = held
-        .keys()
-        .map(|id| id.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    ScaleDecision::Blocked {
-        keep: current,
-        message: format!(
-            "scale-down from {current} to {desired} brokers waits: broker(s) {ids} still hold \
-             {total} partition replicas, and moving them needs partition reassignment, which \
-             the brokers do not support yet; move or delete those topics' replicas first"
-        ),
-    }
 }
 
 /// Broker entries for ordinals `0..replicas` from the pods found.
@@ -152,8 +78,8 @@ pub struct Observation<'a> {
     pub pods: &'a [Pod],
     /// Partition health, when the metadata could be read.
     pub partitions: Option<PartitionHealth>,
-    /// The replica decision taken.
-    pub scale: &'a ScaleDecision,
+    /// The scaling step taken.
+    pub scaling: &'a ScalingPlan,
     /// Cluster id.
     pub cluster_id: &'a str,
     /// Bootstrap address.
@@ -187,10 +113,7 @@ pub fn cluster_status(
     old: Option<&KafkaClusterStatus>,
     now: Timestamp,
 ) -> KafkaClusterStatus {
-    let applied = match obs.scale {
-        ScaleDecision::Apply(n) => *n,
-        ScaleDecision::Blocked { keep, .. } => *keep,
-    };
+    let applied = obs.scaling.statefulset_replicas;
     let sts_status = obs.statefulset.and_then(|s| s.status.as_ref());
     let replicas = sts_status.map_or(0, |s| s.replicas);
     let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
@@ -223,7 +146,19 @@ pub fn cluster_status(
             format!("{ready}/{applied} brokers ready"),
         )
     };
-    let progressing = if settled {
+    let operation = obs
+        .scaling
+        .operation
+        .as_ref()
+        .filter(|o| o.phase != scaling::REFUSED);
+    let progressing = if let Some(op) = operation {
+        c(
+            PROGRESSING,
+            ConditionStatus::True,
+            &op.kind,
+            format!("{}: {}", op.phase, op.progress.clone().unwrap_or_default()),
+        )
+    } else if settled {
         c(
             PROGRESSING,
             ConditionStatus::False,
@@ -245,17 +180,17 @@ pub fn cluster_status(
             format!("{updated}/{applied} brokers updated, {ready} ready"),
         )
     };
-    let degraded = match (&obs.partitions, obs.scale) {
+    let degraded = match (&obs.partitions, &obs.scaling.refused) {
         (Some(p), _) if p.offline > 0 => c(
             DEGRADED,
             ConditionStatus::True,
             "OfflinePartitions",
             format!("{} of {} partitions have no leader", p.offline, p.total),
         ),
-        (_, ScaleDecision::Blocked { message, .. }) => c(
+        (_, Some(message)) => c(
             DEGRADED,
             ConditionStatus::True,
-            "ScaleDownBlocked",
+            "ScaleDownRefused",
             message.clone(),
         ),
         (Some(p), _) if p.under_replicated > 0 => c(
@@ -275,21 +210,6 @@ pub fn cluster_status(
         ),
     };
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let operation = match obs.scale {
-        ScaleDecision::Blocked { message, .. } => Some(Operation {
-            kind: "ScaleDown".into(),
-            phase: "Blocked".into(),
-            // Keep the start time of an operation already recorded.
-            started: old
-                .and_then(|s| s.operation.as_ref())
-                .filter(|o| o.kind == "ScaleDown")
-                .and_then(|o| o.started.clone())
-                .or_else(|| Some(now.to_string())),
-            progress: Some(format!("{applied} -> {} brokers", obs.desired_replicas)),
-            message: Some(message.clone()),
-        }),
-        ScaleDecision::Apply(_) => None,
-    };
     KafkaClusterStatus {
         observed_generation: gen,
         conditions: merge_conditions(old_conditions, vec![ready_cond, progressing, degraded]),
@@ -300,7 +220,7 @@ pub fn cluster_status(
         bootstrap_servers: Some(obs.bootstrap_servers.clone()),
         brokers: broker_statuses(obs.name, applied, obs.pods),
         partitions: obs.partitions.clone(),
-        operation,
+        operation: obs.scaling.operation.clone(),
     }
 }
 
@@ -387,6 +307,40 @@ mod tests {
     use sluice_client::{PartitionMetadata, TopicMetadata};
 
     use super::*;
+    use crate::crd::Operation;
+
+    fn settled(replicas: i32) -> ScalingPlan {
+        ScalingPlan {
+            statefulset_replicas: replicas,
+            start_moves: Default::default(),
+            unregister: Vec::new(),
+            operation: None,
+            refused: None,
+            pending_moves: 0,
+        }
+    }
+
+    #[test]
+    fn an_operation_is_progress() {
+        let s = sts(2, 2, 5, 5, 5);
+        let mut plan = settled(5);
+        plan.operation = Some(Operation {
+            kind: "ScaleUp".into(),
+            phase: "Rebalancing".into(),
+            progress: Some("3 partitions to move, 3 moving".into()),
+            ..Default::default()
+        });
+        let mut o = observe(Some(&s), &plan, None);
+        o.desired_replicas = 5;
+        let st = cluster_status(&o, None, ts(1));
+        assert_eq!(cond(&st, PROGRESSING).status, "True");
+        assert_eq!(cond(&st, PROGRESSING).reason, "ScaleUp");
+        assert_eq!(
+            cond(&st, PROGRESSING).message,
+            "Rebalancing: 3 partitions to move, 3 moving"
+        );
+        assert_eq!(st.operation, plan.operation);
+    }
 
     fn ts(s: i64) -> Timestamp {
         Timestamp::from_second(s).expect("timestamp")
@@ -439,46 +393,6 @@ mod tests {
             partition_health(&ClusterMetadata::default()),
             PartitionHealth::default()
         );
-    }
-
-    #[test]
-    fn scale_up_and_first_creation_apply() {
-        assert_eq!(decide_replicas(3, None, None), ScaleDecision::Apply(3));
-        assert_eq!(decide_replicas(5, Some(3), None), ScaleDecision::Apply(5));
-        assert_eq!(decide_replicas(3, Some(3), None), ScaleDecision::Apply(3));
-        assert_eq!(decide_replicas(0, Some(3), None), ScaleDecision::Apply(0));
-    }
-
-    #[test]
-    fn scale_down_waits_for_empty_brokers() {
-        let busy = md(&[
-            (0, &[0, 3], &[0, 3]),
-            (1, &[1, 4], &[1, 4]),
-            (3, &[3], &[3]),
-        ]);
-        match decide_replicas(3, Some(5), Some(&busy)) {
-            ScaleDecision::Blocked { keep, message } => {
-                assert_eq!(keep, 5);
-                assert!(
-                    message.contains("broker(s) 3, 4 still hold 3 partition replicas"),
-                    "{message}"
-                );
-                assert!(message.contains("from 5 to 3"), "{message}");
-            }
-            other => panic!("expected a block, got {other:?}"),
-        }
-        let idle = md(&[(0, &[0, 1], &[0, 1])]);
-        assert_eq!(
-            decide_replicas(2, Some(3), Some(&idle)),
-            ScaleDecision::Apply(2)
-        );
-        match decide_replicas(2, Some(3), None) {
-            ScaleDecision::Blocked { keep: 3, message } => {
-                assert!(message.contains("cannot be read"), "{message}");
-                assert!(message.contains("broker 2 hold"), "{message}");
-            }
-            other => panic!("expected a block, got {other:?}"),
-        }
     }
 
     fn pod(name: &str, ready: bool) -> Pod {
@@ -546,7 +460,7 @@ mod tests {
 
     fn observe<'a>(
         s: Option<&'a StatefulSet>,
-        scale: &'a ScaleDecision,
+        scaling: &'a ScalingPlan,
         partitions: Option<PartitionHealth>,
     ) -> Observation<'a> {
         Observation {
@@ -556,7 +470,7 @@ mod tests {
             statefulset: s,
             pods: &[],
             partitions,
-            scale,
+            scaling,
             cluster_id: "id",
             bootstrap_servers: "b:9092".into(),
             label_selector: "sel".into(),
@@ -570,7 +484,7 @@ mod tests {
     #[test]
     fn settled_cluster_is_ready() {
         let s = sts(2, 2, 3, 3, 3);
-        let scale = ScaleDecision::Apply(3);
+        let scale = settled(3);
         let st = cluster_status(
             &observe(Some(&s), &scale, Some(PartitionHealth::default())),
             None,
@@ -593,7 +507,7 @@ mod tests {
 
     #[test]
     fn rolling_and_scaling_are_progressing() {
-        let scale = ScaleDecision::Apply(3);
+        let scale = settled(3);
         let rolling = sts(3, 3, 3, 2, 1);
         let st = cluster_status(&observe(Some(&rolling), &scale, None), None, ts(10));
         assert_eq!(cond(&st, READY).status, "False");
@@ -620,11 +534,14 @@ mod tests {
     #[test]
     fn degraded_reasons_in_priority_order() {
         let s = sts(2, 2, 3, 3, 3);
-        let ok = ScaleDecision::Apply(3);
-        let blocked = ScaleDecision::Blocked {
-            keep: 3,
-            message: "m".into(),
-        };
+        let ok = settled(3);
+        let mut blocked = settled(3);
+        blocked.refused = Some("m".into());
+        blocked.operation = Some(Operation {
+            kind: "ScaleDown".into(),
+            phase: scaling::REFUSED.into(),
+            ..Default::default()
+        });
         let under = PartitionHealth {
             total: 4,
             under_replicated: 1,
@@ -642,18 +559,16 @@ mod tests {
             "1 of 4 partitions are under-replicated"
         );
         let st = cluster_status(&observe(Some(&s), &blocked, Some(under)), None, ts(1));
-        assert_eq!(cond(&st, DEGRADED).reason, "ScaleDownBlocked");
-        let op = st.operation.clone().expect("operation");
+        assert_eq!(cond(&st, DEGRADED).reason, "ScaleDownRefused");
+        assert_eq!(cond(&st, DEGRADED).message, "m");
         assert_eq!(
-            (op.kind.as_str(), op.phase.as_str()),
-            ("ScaleDown", "Blocked")
+            cond(&st, PROGRESSING).status,
+            "False",
+            "a refused scale-down is not progress"
         );
-        assert_eq!(op.progress.as_deref(), Some("3 -> 3 brokers"));
-        let st2 = cluster_status(&observe(Some(&s), &blocked, None), Some(&st), ts(99));
         assert_eq!(
-            st2.operation.unwrap().started,
-            op.started,
-            "start time kept"
+            st.operation.as_ref().map(|o| o.phase.as_str()),
+            Some("Refused")
         );
         let st = cluster_status(&observe(Some(&s), &blocked, Some(offline)), None, ts(1));
         assert_eq!(cond(&st, DEGRADED).reason, "OfflinePartitions");
@@ -662,7 +577,7 @@ mod tests {
     #[test]
     fn transition_times_survive_reconciles() {
         let s = sts(2, 2, 3, 3, 3);
-        let scale = ScaleDecision::Apply(3);
+        let scale = settled(3);
         let first = cluster_status(&observe(Some(&s), &scale, None), None, ts(10));
         let second = cluster_status(&observe(Some(&s), &scale, None), Some(&first), ts(20));
         assert_eq!(cond(&second, READY).last_transition_time, Time(ts(10)));
@@ -671,7 +586,7 @@ mod tests {
     #[test]
     fn failure_and_pause_keep_the_rest() {
         let s = sts(2, 2, 3, 3, 3);
-        let scale = ScaleDecision::Apply(3);
+        let scale = settled(3);
         let ok = cluster_status(&observe(Some(&s), &scale, None), None, ts(10));
         let failed = failure_status(Some(&ok), Some(5), "ApplyFailed", "boom", ts(20));
         assert_eq!(failed.ready_replicas, 3);
@@ -695,7 +610,7 @@ mod tests {
     #[test]
     fn scaled_to_zero() {
         let s = sts(2, 2, 0, 0, 0);
-        let scale = ScaleDecision::Apply(0);
+        let scale = settled(0);
         let mut o = observe(Some(&s), &scale, None);
         o.desired_replicas = 0;
         let st = cluster_status(&o, None, ts(1));

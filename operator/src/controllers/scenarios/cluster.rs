@@ -109,11 +109,11 @@ async fn create_applies_every_object_and_writes_status() {
         step("GET", CM, not_found()),
         step("PATCH", status_path(), ok(kc_json.clone())),
         step("GET", STS, not_found()),
+        step("GET", PODS, ok(pod_list(&[]))),
     ];
     steps.extend(applied_objects(|b| {
         (200, sts_with_status(b, 1, 1, 0, 0, 0))
     }));
-    steps.push(step("GET", PODS, ok(pod_list(&[]))));
     steps.push(step("PATCH", status_path(), ok(kc_json)));
     let (client, runner) = mock_api(steps);
     let kafka = FakeKafka::with_brokers(&[]);
@@ -214,16 +214,18 @@ async fn spec_change_rolls_the_brokers_and_reports_partition_health() {
     );
     kc.metadata.generation = Some(2);
     let kc_json = serde_json::to_value(&kc).unwrap();
-    let mut steps = vec![step("GET", STS, ok(existing_sts(3)))];
+    let mut steps = vec![
+        step("GET", STS, ok(existing_sts(3))),
+        step(
+            "GET",
+            PODS,
+            ok(pod_list(&[(0, true), (1, false), (2, true)])),
+        ),
+    ];
     // The StatefulSet controller has seen the new template and is rolling.
     steps.extend(applied_objects(|b| {
         (200, sts_with_status(b, 2, 2, 3, 2, 1))
     }));
-    steps.push(step(
-        "GET",
-        PODS,
-        ok(pod_list(&[(0, true), (1, false), (2, true)])),
-    ));
     steps.push(step("PATCH", status_path(), ok(kc_json)));
     let (client, runner) = mock_api(steps);
     let kafka = FakeKafka::with_brokers(&[0, 1, 2]);
@@ -277,21 +279,38 @@ async fn spec_change_rolls_the_brokers_and_reports_partition_health() {
     assert_eq!(brokers, [true, false, true]);
     assert_eq!(
         kafka.calls(),
-        ["connect demo-kafka-bootstrap.ns.svc:9092", "metadata"]
+        [
+            "connect demo-kafka-bootstrap.ns.svc:9092",
+            "metadata",
+            "list-all-reassignments"
+        ]
     );
     assert!(rec.event_reasons().is_empty(), "{:?}", rec.event_reasons());
 }
 
-async fn scale(from: i32, to: i32, kafka: Arc<FakeKafka>) -> (Recorded, Value) {
+/// One reconcile of a cluster whose spec asks for `to` brokers while the StatefulSet runs
+/// `from`, with `status` recorded and the pods of `pods` existing.
+async fn scale(
+    from: i32,
+    to: i32,
+    status: Value,
+    pods: &[i32],
+    kafka: Arc<FakeKafka>,
+) -> (Recorded, Value) {
     let kc = cluster(json!({"replicas": to, "storage": {"size": "1Gi"}}));
-    let kc = with_status(kc, json!({"clusterId": CLUSTER_ID}));
+    let mut status = status;
+    status["clusterId"] = json!(CLUSTER_ID);
+    let kc = with_status(kc, status);
     let kc_json = serde_json::to_value(&kc).unwrap();
-    let mut steps = vec![step("GET", STS, ok(existing_sts(from)))];
+    let ready: Vec<(i32, bool)> = pods.iter().map(|&p| (p, true)).collect();
+    let mut steps = vec![
+        step("GET", STS, ok(existing_sts(from))),
+        step("GET", PODS, ok(pod_list(&ready))),
+    ];
     steps.extend(applied_objects(|b| {
         let n = b["spec"]["replicas"].as_i64().unwrap() as i32;
         (200, sts_with_status(b, 2, 2, n, n, n))
     }));
-    steps.push(step("GET", PODS, ok(pod_list(&[]))));
     steps.push(step("PATCH", status_path(), ok(kc_json)));
     let (client, runner) = mock_api(steps);
     let (ctx, _writer) = context(client, kafka, &[]);
@@ -304,43 +323,120 @@ async fn scale(from: i32, to: i32, kafka: Arc<FakeKafka>) -> (Recorded, Value) {
     (rec, sts)
 }
 
-#[tokio::test]
-async fn scale_up_applies_more_brokers() {
-    let kafka = FakeKafka::with_brokers(&[0, 1, 2]);
-    let (rec, sts) = scale(3, 5, kafka).await;
-    assert_eq!(sts["spec"]["replicas"], 5);
-    // The mocked StatefulSet reports every broker ready at once.
-    assert_eq!(rec.event_reasons(), ["Scaled", "ClusterReady"]);
-    assert_eq!(rec.events[0]["note"], "brokers 3 -> 5");
-    let status = &rec.calls.last().unwrap().body["status"];
-    assert!(status.get("operation").is_none());
+fn last_status(rec: &Recorded) -> Value {
+    rec.calls.last().unwrap().body["status"].clone()
 }
 
 #[tokio::test]
-async fn scale_down_waits_while_removed_brokers_hold_replicas() {
-    let kafka = FakeKafka::with_brokers(&[0, 1, 2, 3, 4]);
-    kafka.add_topic("orders", &[&[0, 4], &[1, 2]], &[]);
-    let (rec, sts) = scale(5, 3, kafka.clone()).await;
-    assert_eq!(sts["spec"]["replicas"], 5, "broker 4 still holds a replica");
-    let status = &rec.calls.last().unwrap().body["status"];
-    let degraded = condition(status, "Degraded");
-    assert_eq!(degraded["reason"], "ScaleDownBlocked");
-    assert!(degraded["message"]
-        .as_str()
-        .unwrap()
-        .contains("broker(s) 4 still hold 1 partition replicas"));
-    assert_eq!(status["operation"]["kind"], "ScaleDown");
-    assert_eq!(status["operation"]["phase"], "Blocked");
-    assert_eq!(rec.event_reasons(), ["ScaleDownBlocked", "ClusterReady"]);
+async fn scale_up_grows_then_rebalances_onto_the_new_brokers() {
+    let kafka = FakeKafka::with_brokers(&[0, 1, 2]);
+    kafka.add_topic("orders", &[&[0, 1], &[1, 2], &[2, 0], &[0, 1]], &[]);
+    let (rec, sts) = scale(3, 5, json!({}), &[0, 1, 2], kafka.clone()).await;
+    assert_eq!(sts["spec"]["replicas"], 5);
+    assert_eq!(rec.events[0]["note"], "brokers 3 -> 5");
+    let status = last_status(&rec);
+    assert_eq!(status["operation"]["kind"], "ScaleUp");
+    assert_eq!(status["operation"]["phase"], "AddingBrokers");
+    assert_eq!(condition(&status, "Progressing")["reason"], "ScaleUp");
+    assert_eq!(
+        rec.event_reasons(),
+        ["Scaled", "ScaleUpAddingBrokers", "ClusterReady"],
+        "the mocked StatefulSet reports every broker ready at once"
+    );
 
-    // Once the replicas are elsewhere, the scale-down goes ahead.
-    kafka.lock().topics.clear();
-    kafka.add_topic("orders", &[&[0, 1], &[1, 2]], &[]);
-    let (rec, sts) = scale(5, 3, kafka).await;
+    // The new brokers joined: replicas move onto them.
+    kafka.lock().brokers = vec![0, 1, 2, 3, 4];
+    let (rec, sts) = scale(5, 5, status, &[0, 1, 2, 3, 4], kafka.clone()).await;
+    assert_eq!(sts["spec"]["replicas"], 5);
+    let status = last_status(&rec);
+    assert_eq!(status["operation"]["phase"], "Rebalancing");
+    let moving = kafka.lock().reassignments.clone();
+    assert!(!moving.is_empty(), "{:?}", kafka.calls());
+    for r in moving.values() {
+        assert!(!r.adding.is_empty());
+        assert!(
+            r.adding.iter().all(|b| *b >= 3),
+            "onto the new brokers: {r:?}"
+        );
+    }
+    assert_eq!(rec.event_reasons(), ["ScaleUpRebalancing"]);
+
+    // The moves finish; the layout is balanced and the operation ends.
+    for (t, p) in moving.keys() {
+        kafka.complete_reassignment(t, *p);
+    }
+    let (rec, _) = scale(5, 5, status, &[0, 1, 2, 3, 4], kafka.clone()).await;
+    assert!(
+        last_status(&rec).get("operation").is_none(),
+        "{:?}",
+        last_status(&rec)
+    );
+    assert_eq!(rec.event_reasons(), ["ScaleUpComplete"]);
+}
+
+#[tokio::test]
+async fn scale_down_drains_then_shrinks_then_unregisters() {
+    let kafka = FakeKafka::with_brokers(&[0, 1, 2, 3, 4]);
+    kafka.add_topic("orders", &[&[0, 4], &[1, 2], &[3, 1]], &[]);
+    let all = [0, 1, 2, 3, 4];
+    let (rec, sts) = scale(5, 3, json!({}), &all, kafka.clone()).await;
+    assert_eq!(
+        sts["spec"]["replicas"], 5,
+        "brokers 3 and 4 still hold replicas"
+    );
+    let status = last_status(&rec);
+    assert_eq!(status["operation"]["kind"], "ScaleDown");
+    assert_eq!(status["operation"]["phase"], "Draining");
+    assert_eq!(status["operation"]["fromReplicas"], 5);
+    assert_eq!(status["operation"]["toReplicas"], 3);
+    let moving = kafka.lock().reassignments.clone();
+    assert_eq!(moving.len(), 2, "partitions 0 and 2 move");
+    for r in moving.values() {
+        assert!(r.adding.iter().all(|b| *b < 3));
+        assert!(r.removing.iter().all(|b| *b >= 3));
+    }
+
+    // Still moving: nothing else happens.
+    let (_, sts) = scale(5, 3, status.clone(), &all, kafka.clone()).await;
+    assert_eq!(sts["spec"]["replicas"], 5);
+    for (t, p) in moving.keys() {
+        kafka.complete_reassignment(t, *p);
+    }
+    // Drained: the StatefulSet shrinks.
+    let (rec, sts) = scale(5, 3, status, &all, kafka.clone()).await;
     assert_eq!(sts["spec"]["replicas"], 3);
-    assert_eq!(rec.event_reasons(), ["Scaled", "ClusterReady"]);
-    let status = &rec.calls.last().unwrap().body["status"];
-    assert!(status.get("operation").is_none(), "{status}");
+    let status = last_status(&rec);
+    assert_eq!(status["operation"]["phase"], "RemovingBrokers");
+    // The pods stop; the brokers are unregistered and the operation ends.
+    let (rec, _) = scale(3, 3, status.clone(), &[0, 1, 2, 3], kafka.clone()).await;
+    assert_eq!(last_status(&rec)["operation"]["phase"], "RemovingBrokers");
+    assert!(!kafka.calls().iter().any(|c| c.starts_with("unregister")));
+    let (rec, _) = scale(3, 3, status, &[0, 1, 2], kafka.clone()).await;
+    assert!(last_status(&rec).get("operation").is_none());
+    let calls = kafka.calls();
+    assert!(
+        calls.contains(&"unregister 3".to_string()) && calls.contains(&"unregister 4".to_string())
+    );
+    assert_eq!(rec.event_reasons(), ["ScaleDownComplete"]);
+}
+
+#[tokio::test]
+async fn scale_down_below_a_replication_factor_is_refused() {
+    let kafka = FakeKafka::with_brokers(&[0, 1, 2]);
+    kafka.add_topic("orders", &[&[0, 1, 2]], &[]);
+    let (rec, sts) = scale(3, 2, json!({}), &[0, 1, 2], kafka.clone()).await;
+    assert_eq!(sts["spec"]["replicas"], 3);
+    let status = last_status(&rec);
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["reason"], "ScaleDownRefused");
+    let message = degraded["message"].as_str().unwrap();
+    assert!(
+        message.contains("topic orders has replication factor 3"),
+        "{message}"
+    );
+    assert_eq!(status["operation"]["phase"], "Refused");
+    assert!(kafka.lock().reassignments.is_empty());
+    assert_eq!(rec.event_reasons(), ["ScaleDownRefused", "ClusterReady"]);
 }
 
 #[tokio::test]
@@ -420,6 +516,7 @@ async fn api_error_is_surfaced_in_status_and_retried_with_backoff() {
     let kc_json = serde_json::to_value(&kc).unwrap();
     let steps = vec![
         step("GET", STS, not_found()),
+        step("GET", PODS, ok(pod_list(&[]))),
         step("PATCH", CM, echo()),
         step("PATCH", format!("{SVC}/demo-kafka-brokers"), echo()),
         step("PATCH", format!("{SVC}/demo-kafka-bootstrap"), echo()),

@@ -18,7 +18,7 @@ use kube::runtime::watcher;
 use serde_json::{json, Value};
 use sluice_client::{
     kafka_error, BrokerInfo, ClientError, ClusterMetadata, NewTopic, OngoingReassignment,
-    PartitionMetadata, TopicMetadata,
+    OngoingReassignments, PartitionMetadata, TopicMetadata,
 };
 use tokio::task::JoinHandle;
 
@@ -515,6 +515,25 @@ impl KafkaAdmin for FakeAdmin {
                 .filter(|((t, p), _)| t == topic && partitions.contains(p))
                 .map(|((_, p), r)| (*p, r.clone()))
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn all_reassignments(&self) -> BoxFuture<'_, Result<OngoingReassignments, ClientError>> {
+        async move {
+            let mut s = self.0.lock();
+            s.calls.push("list-all-reassignments".into());
+            Ok(s.reassignments.clone())
+        }
+        .boxed()
+    }
+
+    fn unregister_broker(&self, id: i32) -> BoxFuture<'_, Result<(), ClientError>> {
+        async move {
+            let mut s = self.0.lock();
+            s.calls.push(format!("unregister {id}"));
+            s.brokers.retain(|&b| b != id);
+            Ok(())
         }
         .boxed()
     }

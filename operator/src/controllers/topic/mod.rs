@@ -160,7 +160,7 @@ async fn apply_topic(
 
     let synced = tokio::time::timeout(KAFKA_TIMEOUT, async {
         let admin = ctx.kafka.connect(&bootstrap).await?;
-        sync_topic(admin.as_ref(), &desired).await
+        sync_topic(admin.as_ref(), &desired, Some(cluster.spec.replicas)).await
     })
     .await
     .unwrap_or_else(|_| {

@@ -85,10 +85,12 @@ impl SyncReport {
 }
 
 /// Create the topic, or grow it, repair its configs and move its replicas to the spec's
-/// replication factor.
+/// replication factor. New replicas go only to brokers below `kept_brokers` (the cluster's
+/// `spec.replicas`: higher ids are being drained), when given.
 pub async fn sync_topic(
     admin: &dyn KafkaAdmin,
     desired: &DesiredTopic,
+    kept_brokers: Option<i32>,
 ) -> Result<SyncReport, ClientError> {
     let observed = admin.describe_topic(&desired.name).await?;
     let mut report = SyncReport::default();
@@ -127,7 +129,8 @@ pub async fn sync_topic(
             };
             if let Some(state) = &report.state {
                 let want = i32::from(desired.replication_factor);
-                report.replica_move = sync_replicas(admin, &desired.name, want, state).await?;
+                report.replica_move =
+                    sync_replicas(admin, &desired.name, want, state, kept_brokers).await?;
             }
         }
     }
@@ -140,13 +143,17 @@ async fn sync_replicas(
     topic: &str,
     want: i32,
     state: &TopicState,
+    kept_brokers: Option<i32>,
 ) -> Result<Option<ReplicaMove>, ClientError> {
     let partitions: Vec<i32> = state.assignment.keys().copied().collect();
     let ongoing = admin
         .list_partition_reassignments(topic, &partitions)
         .await?;
     let live = if needs_move(want, &state.assignment, &ongoing) {
-        admin.live_brokers().await?
+        // Brokers a scale-down is draining get no new replicas.
+        let mut live = admin.live_brokers().await?;
+        live.retain(|&b| kept_brokers.is_none_or(|kept| b < kept));
+        live
     } else {
         Vec::new()
     };
