@@ -53,6 +53,13 @@ def test_reassignment(make_cluster, topic):
         assert {1, 2, 3} <= set(entry["replicas"]) <= {0, 1, 2, 3}, entry
         assert set(entry["adding_replicas"]) <= {3} and set(entry["removing_replicas"]) <= {0}, entry
 
+    # The data broker 3 copied to catch up is counted as moved.
+    status, text = c.brokers[3].http_get("/metrics")
+    assert status == 200
+    moved = [float(line.split()[-1]) for line in text.splitlines()
+             if line.startswith("sluice_replica_catch_up_bytes_total ")]
+    assert moved and moved[0] > 0, f"broker 3 reports no catch-up bytes: {moved}"
+
     # Every broker agrees, and the producer goes on.
     mds = c.wait_topic_healthy(topic, 1, 3, 30)
     for md in mds.values():

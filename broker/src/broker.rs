@@ -48,6 +48,7 @@ impl Broker {
         replicas: Arc<ReplicaManager>,
         groups: Arc<GroupCoordinator>,
     ) -> Broker {
+        let metrics = Metrics::new(&replicas.traffic());
         Broker {
             config,
             cluster_id,
@@ -57,7 +58,7 @@ impl Broker {
             controller,
             replicas,
             groups,
-            metrics: Metrics::new(),
+            metrics,
             ready: AtomicBool::new(false),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
         }

@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::replica::ReplicationTraffic;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabel {
     api: String,
@@ -38,15 +40,21 @@ pub struct Metrics {
     pub is_controller: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// The registry, with the replica fetchers' byte counters in it.
+    pub fn new(traffic: &ReplicationTraffic) -> Metrics {
         let mut registry = Registry::with_prefix("sluice");
+        registry.register(
+            "replica_fetched_bytes",
+            "Record batch bytes this broker's follower replicas copied from leaders",
+            traffic.fetched_bytes.clone(),
+        );
+        registry.register(
+            "replica_catch_up_bytes",
+            "Bytes copied while out of the ISR: new replicas of a reassignment (data moved \
+             by scaling), restarted and lagging followers",
+            traffic.catch_up_bytes.clone(),
+        );
         let requests = Family::<ApiLabel, Counter>::default();
         // 50 µs .. ~26 s: covers a cached fetch up to a long poll.
         let latency = Family::<ApiLabel, Histogram>::new_with_constructor(|| {

@@ -19,6 +19,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use prometheus_client::metrics::counter::Counter;
 use sluice_client::{ClientConfig, ClientError, Connection};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -28,6 +29,7 @@ use tokio::time::Instant;
 use super::brokers::BrokerDirectory;
 use super::epoch_cache::follower_truncation_offset;
 use super::partition::{AppendError, Partition};
+
 use crate::config::{BrokerConfig, FlushPolicy};
 
 /// The Fetch version followers send: the first with diverging epochs (KIP-320) that still
@@ -126,6 +128,17 @@ struct Context {
     node_id: i32,
     config: Arc<BrokerConfig>,
     brokers: Arc<BrokerDirectory>,
+    traffic: ReplicationTraffic,
+}
+
+/// Bytes this broker's followers copied from leaders (shared with the metrics registry).
+#[derive(Clone, Debug, Default)]
+pub struct ReplicationTraffic {
+    /// Every record batch byte appended from a leader.
+    pub fetched_bytes: Counter,
+    /// The part fetched while this broker was not in the partition's ISR: new replicas of a
+    /// reassignment catching up, and restarted or lagging followers. What scaling moves.
+    pub catch_up_bytes: Counter,
 }
 
 /// The fetcher tasks of this broker, one per leader it follows.
@@ -142,10 +155,16 @@ impl Fetchers {
                 node_id: config.node_id,
                 config,
                 brokers,
+                traffic: ReplicationTraffic::default(),
             },
             runtime: Handle::try_current().ok(),
             by_leader: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The byte counters of every fetcher of this broker.
+    pub fn traffic(&self) -> ReplicationTraffic {
+        self.context.traffic.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<i32, Fetcher>> {
@@ -460,6 +479,13 @@ async fn apply(
     let records = pd.records.unwrap_or_default();
     if !records.is_empty() {
         let appended = partition.append_fetched(&records, leader_epoch)?;
+        if appended.is_some() {
+            let bytes = records.len() as u64;
+            cx.traffic.fetched_bytes.inc_by(bytes);
+            if !partition.isr().contains(&cx.node_id) {
+                cx.traffic.catch_up_bytes.inc_by(bytes);
+            }
+        }
         if appended.is_some() && cx.config.flush_policy == FlushPolicy::Sync {
             // Sync policy: what this follower reports as fetched is on disk.
             let p = partition.clone();

@@ -227,6 +227,11 @@ impl ReplicaManager {
         })
     }
 
+    /// Bytes this broker's followers copied from leaders.
+    pub fn traffic(&self) -> super::ReplicationTraffic {
+        self.fetchers.traffic()
+    }
+
     pub fn stats(&self) -> ReplicaStats {
         let mut s = ReplicaStats::default();
         for p in self.all() {

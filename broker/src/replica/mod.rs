@@ -10,6 +10,7 @@ pub mod manager;
 pub mod partition;
 pub mod producer_state;
 
+pub use fetcher::ReplicationTraffic;
 pub use isr::IsrUpdate;
 pub use manager::{LeadershipListener, ReplicaManager, ReplicaStats};
 pub use partition::{AppendError, AppendOutcome, Partition, PartitionSettings, Role};
