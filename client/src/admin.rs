@@ -10,13 +10,15 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_quorum_request;
 use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::{
     alter_configs_request, incremental_alter_configs_request, AlterConfigsRequest,
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse, UnregisterBrokerRequest,
+    DescribeConfigsRequest, DescribeQuorumRequest, IncrementalAlterConfigsRequest,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
+    UnregisterBrokerRequest,
 };
 use uuid::Uuid;
 
@@ -105,6 +107,20 @@ pub struct ClusterDescription {
     pub controller_id: i32,
     /// Brokers.
     pub brokers: Vec<BrokerInfo>,
+}
+
+/// The metadata log, as DescribeQuorum names it.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// The metadata quorum, from DescribeQuorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumInfo {
+    /// The quorum leader (the controller).
+    pub leader_id: i32,
+    /// Voting members' broker ids.
+    pub voters: Vec<i32>,
+    /// Non-voting members' broker ids.
+    pub observers: Vec<i32>,
 }
 
 /// Per-topic outcomes of a batch admin call, in response order.
@@ -418,7 +434,7 @@ impl Client {
 
     /// UnregisterBroker (on the controller): remove a stopped broker from the cluster for
     /// good. A broker that is still running is refused (INVALID_REQUEST); one that is not
-    /// registered gives BROKER_ID_NOT_REGISTERED (1002).
+    /// registered gives BROKER_ID_NOT_REGISTERED (102).
     pub async fn unregister_broker(&self, id: i32) -> Result<(), ClientError> {
         let req = UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
         let resp = self
@@ -429,6 +445,38 @@ impl Client {
             .await?;
         check_error(resp.error_code, resp.error_message.as_deref(), || {
             format!("unregister broker {id}")
+        })
+    }
+
+    /// DescribeQuorum (on the controller, which leads the metadata quorum): its voters and
+    /// observers.
+    pub async fn describe_quorum(&self) -> Result<QuorumInfo, ClientError> {
+        let mut partition = describe_quorum_request::PartitionData::default();
+        partition.partition_index = 0;
+        let mut topic = describe_quorum_request::TopicData::default();
+        topic.topic_name = TopicName(str_bytes(METADATA_TOPIC));
+        topic.partitions = vec![partition];
+        let mut req = DescribeQuorumRequest::default();
+        req.topics = vec![topic];
+        let resp = self
+            .with_controller(|conn| {
+                let req = req.clone();
+                async move { conn.send(req).await }
+            })
+            .await?;
+        let context = || "describe quorum".to_string();
+        check_error(resp.error_code, resp.error_message.as_deref(), context)?;
+        let p = resp
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .next()
+            .ok_or_else(|| ClientError::protocol(context(), "no partition in the response"))?;
+        check_error(p.error_code, p.error_message.as_deref(), context)?;
+        Ok(QuorumInfo {
+            leader_id: p.leader_id.0,
+            voters: p.current_voters.iter().map(|r| r.replica_id.0).collect(),
+            observers: p.observers.iter().map(|r| r.replica_id.0).collect(),
         })
     }
 

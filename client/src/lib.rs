@@ -20,7 +20,7 @@ pub mod versions;
 
 pub use admin::{
     ClusterDescription, ConfigEntry, CreatedTopic, NewTopic, OngoingReassignment,
-    OngoingReassignments, PartitionResults, ReassignmentMove, TopicResults,
+    OngoingReassignments, PartitionResults, QuorumInfo, ReassignmentMove, TopicResults,
 };
 pub use client::Client;
 pub use config::ClientConfig;

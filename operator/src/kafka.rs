@@ -99,6 +99,8 @@ pub trait KafkaAdmin: Send + Sync {
     fn all_reassignments(&self) -> BoxFuture<'_, Result<OngoingReassignments, ClientError>>;
     /// Remove a stopped broker from the cluster for good.
     fn unregister_broker(&self, id: i32) -> BoxFuture<'_, Result<(), ClientError>>;
+    /// The metadata quorum's voters.
+    fn quorum_voters(&self) -> BoxFuture<'_, Result<Vec<i32>, ClientError>>;
 
     /// Ids of the live brokers: those Metadata offers to clients (fenced brokers are not).
     fn live_brokers(&self) -> BoxFuture<'_, Result<Vec<i32>, ClientError>> {
@@ -373,5 +375,9 @@ impl KafkaAdmin for SluiceAdmin {
 
     fn unregister_broker(&self, id: i32) -> BoxFuture<'_, Result<(), ClientError>> {
         async move { self.check(self.client.unregister_broker(id).await) }.boxed()
+    }
+
+    fn quorum_voters(&self) -> BoxFuture<'_, Result<Vec<i32>, ClientError>> {
+        async move { Ok(self.check(self.client.describe_quorum().await)?.voters) }.boxed()
     }
 }

@@ -387,3 +387,18 @@ async fn unreachable_cluster_is_a_connection_error() {
     };
     assert_eq!(error_reason(&err), "KafkaUnavailable", "{err}");
 }
+
+#[tokio::test]
+async fn quorum_and_unregister_against_the_broker() {
+    let broker = start_broker().await;
+    let kafka = SluiceKafka::new();
+    let admin = kafka.connect(&broker.kafka).await.expect("connect");
+    // A single broker is the whole quorum.
+    assert_eq!(admin.quorum_voters().await.expect("describe quorum"), [0]);
+    assert!(admin.all_reassignments().await.expect("list").is_empty());
+    // The running broker cannot be unregistered; an unknown one is BROKER_ID_NOT_REGISTERED.
+    let running = admin.unregister_broker(0).await.unwrap_err();
+    assert_eq!(running.code(), Some(42), "INVALID_REQUEST: {running}");
+    let unknown = admin.unregister_broker(7).await.unwrap_err();
+    assert_eq!(unknown.code(), Some(102), "{unknown}");
+}

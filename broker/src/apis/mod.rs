@@ -11,6 +11,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod quorum;
 mod reassignments;
 mod topics;
 
@@ -152,6 +153,10 @@ pub async fn handle(
         ApiKey::ListPartitionReassignments => {
             ctx.respond(broker, &reassignments::list(broker, decode_body(&frame)?))
         }
+        ApiKey::DescribeQuorum => ctx.respond(
+            broker,
+            &quorum::describe(&decode_body(&frame)?, broker.quorum.describe().as_ref()),
+        ),
         ApiKey::UnregisterBroker => ctx.respond(
             broker,
             &reassignments::unregister_broker(broker, decode_body(&frame)?).await,

@@ -219,6 +219,18 @@ fn raft_config(cfg: &QuorumConfig, tuning: Tuning) -> Result<openraft::Config, Q
         .map_err(|e| QuorumError::InvalidConfig(e.to_string()))
 }
 
+/// The quorum as its leader sees it: each member's log end (one past its last entry
+/// replicated, -1 when unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumDescription {
+    pub leader: i32,
+    pub term: u64,
+    /// One past the last applied (committed) entry.
+    pub committed: i64,
+    pub voters: Vec<(i32, i64)>,
+    pub observers: Vec<(i32, i64)>,
+}
+
 impl Quorum {
     /// Recovers the local Raft log and snapshot, applies what is committed
     /// (`listener.on_image_loaded` once with the recovered image, even if empty), then forms or
@@ -467,6 +479,43 @@ impl Quorum {
                 .map(broker_id)
                 .collect()
         })
+    }
+
+    /// Leader only: the quorum as DescribeQuorum reports it (`None` elsewhere: only the
+    /// leader knows how far each member's log is).
+    pub fn describe(&self) -> Option<QuorumDescription> {
+        if !self.is_leader() {
+            return None;
+        }
+        Some(self.with_metrics(|m| {
+            let membership = m.membership_config.membership();
+            let voter_ids: BTreeSet<u64> = membership.voter_ids().collect();
+            let end = |id: u64| -> i64 {
+                let matched = if id == self.id {
+                    m.last_log_index
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id))
+                        .and_then(|l| l.map(|l| l.index))
+                };
+                // Log indexes are far below i64::MAX; -1 is Kafka's "unknown".
+                matched.map_or(-1, |i| i64::try_from(i + 1).unwrap_or(i64::MAX))
+            };
+            let (voters, observers): (Vec<_>, Vec<_>) = membership
+                .nodes()
+                .map(|(id, _)| (*id, (broker_id(*id), end(*id))))
+                .partition(|(id, _)| voter_ids.contains(id));
+            QuorumDescription {
+                leader: broker_id(self.id),
+                term: m.current_term,
+                committed: m
+                    .last_applied
+                    .map_or(-1, |l| i64::try_from(l.index + 1).unwrap_or(i64::MAX)),
+                voters: voters.into_iter().map(|(_, v)| v).collect(),
+                observers: observers.into_iter().map(|(_, v)| v).collect(),
+            }
+        }))
     }
 
     /// Every member (voters and learners) and its http address.

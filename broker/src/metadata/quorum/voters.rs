@@ -68,8 +68,36 @@ pub fn choose_voters(
             }
             next.insert(*dead);
         }
+        if next == *current && live_current.len() == current.len() && current.len() >= 3 {
+            next = toward_lowest_ids(current, members, live);
+        }
     }
     (next != *current).then_some(next)
+}
+
+/// One swap of the highest-id voter for a lower-id live member that does not vote, if
+/// any. Voters drift to high ids as brokers restart (a dead voter is replaced by whoever is
+/// live); a StatefulSet removes the highest ordinals first, so voters on the lowest ids are
+/// the ones a scale-down never takes away. One voter per step, and only from three voters
+/// up, keeps a majority in place.
+fn toward_lowest_ids(
+    current: &BTreeSet<i32>,
+    members: &BTreeSet<i32>,
+    live: &BTreeSet<i32>,
+) -> BTreeSet<i32> {
+    let mut next = current.clone();
+    let highest = current.last().copied();
+    let lowest_free = members
+        .iter()
+        .find(|m| live.contains(m) && !current.contains(m))
+        .copied();
+    if let (Some(out), Some(r#in)) = (highest, lowest_free) {
+        if r#in < out {
+            next.remove(&out);
+            next.insert(r#in);
+        }
+    }
+    next
 }
 
 #[cfg(test)]
@@ -137,6 +165,22 @@ mod tests {
             Some(set(&[0]))
         );
         assert_eq!(choose_voters(&set(&[0]), &members, &members, 1), None);
+        // Voters move down to the lowest live ids, one per step.
+        assert_eq!(
+            choose_voters(&set(&[2, 3, 4]), &members, &members, 3),
+            Some(set(&[0, 2, 3]))
+        );
+        assert_eq!(
+            choose_voters(&set(&[0, 2, 3]), &members, &members, 3),
+            Some(set(&[0, 1, 2]))
+        );
+        assert_eq!(choose_voters(&set(&[0, 1, 2]), &members, &members, 3), None);
+        // Not while a voter is down.
+        assert_eq!(
+            choose_voters(&set(&[1, 2, 3]), &members, &set(&[0, 1, 2]), 3),
+            Some(set(&[0, 1, 2])),
+            "the dead voter is replaced"
+        );
         // A learner that is not live is never promoted.
         assert_eq!(
             choose_voters(&set(&[0]), &set(&[0, 1, 2]), &set(&[0, 1]), 3),
@@ -178,9 +222,13 @@ mod tests {
                     prop_assert!(next.len() <= target);
                 }
                 // Applying the decision again changes nothing more, unless the target is
-                // reached in several shrinking steps.
+                // reached in several shrinking steps or voters keep moving to lower ids
+                // (a swap: same size, lower highest id).
                 if next.len() >= current.len() {
-                    prop_assert_eq!(choose_voters(&next, &members, &live, target), None);
+                    if let Some(again) = choose_voters(&next, &members, &live, target) {
+                        prop_assert_eq!(again.len(), next.len());
+                        prop_assert!(again.last() < next.last());
+                    }
                 }
             }
         }

@@ -299,7 +299,7 @@ async fn carry_out(
 
 /// BROKER_ID_NOT_REGISTERED: already unregistered (e.g. by a reconcile the operator did
 /// not get to record).
-const BROKER_ID_NOT_REGISTERED: i16 = 1002;
+const BROKER_ID_NOT_REGISTERED: i16 = 102;
 
 /// What the brokers report, and the connection to act on them.
 struct KafkaState {
@@ -315,11 +315,20 @@ async fn read_cluster(ctx: &Context, bootstrap: &str) -> Option<KafkaState> {
         let admin = ctx.kafka.connect(bootstrap).await?;
         let metadata = admin.metadata().await?;
         let moving = admin.all_reassignments().await?;
-        Ok::<_, sluice_client::ClientError>((admin, metadata, moving))
+        // Only a scale-down needs the voters; without them it waits, nothing else does.
+        let voters = match admin.quorum_voters().await {
+            Ok(v) => Some(v.into_iter().collect()),
+            Err(e) => {
+                debug!(bootstrap, error = %e, "cannot read the metadata quorum's voters");
+                None
+            }
+        };
+        Ok::<_, sluice_client::ClientError>((admin, metadata, moving, voters))
     };
     match tokio::time::timeout(METADATA_TIMEOUT, read).await {
-        Ok(Ok((admin, metadata, moving))) => {
-            let view = cluster_view(&metadata, &moving);
+        Ok(Ok((admin, metadata, moving, voters))) => {
+            let mut view = cluster_view(&metadata, &moving);
+            view.voters = voters;
             Some(KafkaState {
                 admin,
                 metadata,
@@ -366,6 +375,7 @@ fn cluster_view(md: &ClusterMetadata, moving: &OngoingReassignments) -> ClusterV
             .values()
             .map(|b| (b.id, b.rack.clone()))
             .collect(),
+        voters: None,
     }
 }
 

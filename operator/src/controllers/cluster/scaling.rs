@@ -29,6 +29,9 @@ pub const WAITING_FOR_METADATA: &str = "WaitingForMetadata";
 pub const REFUSED: &str = "Refused";
 /// Scale-down: replicas move off the brokers being removed.
 pub const DRAINING: &str = "Draining";
+/// Scale-down: drained, but removing the brokers now would take a majority of the metadata
+/// quorum's voters with them; waiting for the quorum to move its voters to lower ids.
+pub const MOVING_VOTERS: &str = "MovingVoters";
 /// Scale-down: the StatefulSet shrank; waiting for the pods to stop.
 pub const REMOVING_BROKERS: &str = "RemovingBrokers";
 /// Scale-down: the stopped brokers are unregistered from the cluster.
@@ -43,6 +46,8 @@ pub struct ClusterView {
     pub moving: BTreeMap<PartitionKey, Vec<i32>>,
     /// Live (registered, unfenced) brokers and their racks.
     pub live: BTreeMap<i32, Option<String>>,
+    /// The metadata quorum's voters, when DescribeQuorum answered.
+    pub voters: Option<BTreeSet<i32>>,
 }
 
 impl ClusterView {
@@ -263,14 +268,42 @@ fn scale_down(input: &ScalingInput<'_>, running: i32) -> ScalingPlan {
         .collect();
     let remaining = view.partitions_on_removed(desired);
     if remaining == 0 {
-        plan.statefulset_replicas = desired;
+        let Some(keep) = view
+            .voters
+            .as_ref()
+            .and_then(|v| quorum_safe_count(running, desired, v, &view.live))
+        else {
+            plan.operation = Some(with_text(
+                Operation {
+                    phase: MOVING_VOTERS.into(),
+                    ..op
+                },
+                format!("{running} -> {desired} brokers"),
+                format!(
+                    "{removed} hold no replicas, but removing them now would leave the metadata \
+                     quorum without a majority of its voters (voters: {}); waiting for the \
+                     quorum to move its voters to lower broker ids",
+                    describe_voters(view.voters.as_ref())
+                ),
+            ));
+            return plan;
+        };
+        plan.statefulset_replicas = keep;
+        let stopping = range(keep, running);
         plan.operation = Some(with_text(
             Operation {
                 phase: REMOVING_BROKERS.into(),
                 ..op
             },
             format!("{running} -> {desired} brokers"),
-            format!("{removed} hold no replicas; stopping them"),
+            if keep == desired {
+                format!("{removed} hold no replicas; stopping them")
+            } else {
+                format!(
+                    "{removed} hold no replicas; stopping {stopping} first, as many as the \
+                     metadata quorum's voters allow at once"
+                )
+            },
         ));
         return plan;
     }
@@ -285,6 +318,32 @@ fn scale_down(input: &ScalingInput<'_>, running: i32) -> ScalingPlan {
         format!("moving every replica off {removed} before they are removed"),
     ));
     plan
+}
+
+/// The fewest brokers (`>= desired`, `< running`) the StatefulSet can shrink to now with a
+/// majority of the quorum's voters live on the brokers that stay, or `None` if not even
+/// one broker can go yet.
+fn quorum_safe_count(
+    running: i32,
+    desired: i32,
+    voters: &BTreeSet<i32>,
+    live: &BTreeMap<i32, Option<String>>,
+) -> Option<i32> {
+    let majority = voters.len() / 2 + 1;
+    (desired..running).find(|&keep| {
+        voters
+            .iter()
+            .filter(|v| **v < keep && live.contains_key(v))
+            .count()
+            >= majority
+    })
+}
+
+fn describe_voters(voters: Option<&BTreeSet<i32>>) -> String {
+    match voters {
+        Some(v) => v.iter().map(i32::to_string).collect::<Vec<_>>().join(", "),
+        None => "unknown: DescribeQuorum did not answer".into(),
+    }
 }
 
 fn remove_brokers(input: &ScalingInput<'_>, from: i32) -> ScalingPlan {
@@ -402,6 +461,7 @@ mod tests {
             replicas,
             moving: BTreeMap::new(),
             live: (0..live).map(|b| (b, None)).collect(),
+            voters: Some((0..n.min(3)).collect()),
         }
     }
 
@@ -562,6 +622,38 @@ mod tests {
             plan(&input(3, 3, Some(&v), &pods(3), Some(&refused))),
             ScalingPlan::settled(3)
         );
+    }
+
+    #[test]
+    fn brokers_go_only_as_fast_as_the_quorum_keeps_a_majority() {
+        let mut v = view(5, 5, &[("t", 3, 2)]);
+        for r in v.replicas.values_mut() {
+            r.retain(|&b| b < 2);
+            if r.len() < 2 {
+                *r = vec![0, 1];
+            }
+        }
+        // Voters on 2, 3 and 4: removing 3 and 4 together would leave one of three.
+        v.voters = Some([2, 3, 4].into_iter().collect());
+        let p = plan(&input(2, 5, Some(&v), &pods(5), None));
+        assert_eq!(p.statefulset_replicas, 4, "one voter at a time");
+        assert_eq!(p.operation.as_ref().unwrap().phase, REMOVING_BROKERS);
+        // Broker 4 gone (not live); voter 4 not replaced yet: nothing more can go.
+        v.live.remove(&4);
+        let op = p.operation.unwrap();
+        let p = plan(&input(2, 4, Some(&v), &pods(4), Some(&op)));
+        assert_eq!(p.statefulset_replicas, 4);
+        assert_eq!(p.operation.as_ref().unwrap().phase, MOVING_VOTERS);
+        // The quorum moved its voters down: the rest can go at once.
+        v.voters = Some([0, 1, 2].into_iter().collect());
+        let p = plan(&input(2, 4, Some(&v), &pods(4), Some(&op)));
+        assert_eq!(p.statefulset_replicas, 2);
+        let op = p.operation.unwrap();
+        assert_eq!((op.from_replicas, op.to_replicas), (Some(5), Some(2)));
+        // Unknown voters: nothing is removed.
+        v.voters = None;
+        let p = plan(&input(2, 4, Some(&v), &pods(4), Some(&op)));
+        assert_eq!(p.statefulset_replicas, 4);
     }
 
     #[test]

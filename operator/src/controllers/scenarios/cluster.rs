@@ -282,7 +282,8 @@ async fn spec_change_rolls_the_brokers_and_reports_partition_health() {
         [
             "connect demo-kafka-bootstrap.ns.svc:9092",
             "metadata",
-            "list-all-reassignments"
+            "list-all-reassignments",
+            "describe-quorum"
         ]
     );
     assert!(rec.event_reasons().is_empty(), "{:?}", rec.event_reasons());

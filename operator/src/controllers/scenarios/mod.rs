@@ -528,6 +528,15 @@ impl KafkaAdmin for FakeAdmin {
         .boxed()
     }
 
+    fn quorum_voters(&self) -> BoxFuture<'_, Result<Vec<i32>, ClientError>> {
+        async move {
+            let mut s = self.0.lock();
+            s.calls.push("describe-quorum".into());
+            Ok(s.brokers.iter().copied().take(3).collect())
+        }
+        .boxed()
+    }
+
     fn unregister_broker(&self, id: i32) -> BoxFuture<'_, Result<(), ClientError>> {
         async move {
             let mut s = self.0.lock();
