@@ -70,6 +70,7 @@ CUSTOM_VALUES = {
     "leaderElection": {"enabled": True, "leaseName": "sluice-leader"},
     "logLevel": "debug,kube=info",
     "logFormat": "text",
+    "maxPartitionMoves": 3,
     "metrics": {"port": 9090, "podAnnotations": False},
     "crds": {"install": False},
     "serviceAccount": {"create": False, "name": "existing-sa"},
@@ -241,6 +242,7 @@ def test_values_schema_rejects_bad_values(tmp_path):
         "duplicate namespace": ({"watchNamespaces": ["a", "a"]}, "watchNamespaces"),
         "invalid namespace": ({"watchNamespaces": ["Team_A"]}, "watchNamespaces"),
         "port": ({"metrics": {"port": 70000}}, "port"),
+        "no moves": ({"maxPartitionMoves": 0}, "maxPartitionMoves"),
         "pull policy": ({"image": {"repository": "x", "pullPolicy": "Sometimes"}}, "pullPolicy"),
     }
     for case, (values, field) in bad.items():
@@ -279,7 +281,7 @@ def test_deployment_defaults(tmp_path):
     assert c["command"] == ["sluice-operator"]
     assert c["args"] == ["run", "--http-listener=0.0.0.0:8080", "--log-format=json",
                          "--broker-image=sluice:0.1.0", "--leader-election=true",
-                         f"--lease-name={FULLNAME}"]
+                         "--max-partition-moves=8", f"--lease-name={FULLNAME}"]
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["RUST_LOG"]["value"] == "info"
@@ -309,7 +311,8 @@ def test_deployment_follows_values(tmp_path):
     assert c["image"] == "registry.example.com/sluice:1.2.3" and c["imagePullPolicy"] == "Always"
     assert c["args"] == ["run", "--http-listener=0.0.0.0:9090", "--log-format=text",
                          "--broker-image=registry.example.com/sluice-broker:1.2.3",
-                         "--leader-election=true", "--lease-name=sluice-leader"]
+                         "--leader-election=true", "--max-partition-moves=3",
+                         "--lease-name=sluice-leader"]
     assert {e["name"]: e.get("value") for e in c["env"]}["RUST_LOG"] == "debug,kube=info"
     assert c["ports"][0]["containerPort"] == 9090
     assert c["resources"] == CUSTOM_VALUES["resources"]
