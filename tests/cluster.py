@@ -833,8 +833,13 @@ class ContinuousProducer:
     and every failed one as (value, error code, text)."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, rate: float = 2000.0,
-                 max_outstanding: int = 1000, conf: dict | None = None, name: str = "producer"):
+                 max_outstanding: int = 1000, conf: dict | None = None, name: str = "producer",
+                 seq_start: int = 0):
+        """`seq_start`: the first sequence number written, so that a second producer writing to
+        the same topic after this one (e.g. to more partitions) writes distinct, larger values
+        and check_acknowledged can check both producers' records together."""
         self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
+        self.seq_start = seq_start
         self.rate, self.max_outstanding = rate, max_outstanding
         self.conf = producer_conf(bootstrap, **(conf or {}))
         self.name = name
@@ -889,7 +894,8 @@ class ContinuousProducer:
                         blocked = True
                         break
                     try:
-                        p.produce(self.topic, b"%d" % seq, partition=part, on_delivery=self._on_delivery)
+                        p.produce(self.topic, b"%d" % (self.seq_start + seq), partition=part,
+                                  on_delivery=self._on_delivery)
                     except BufferError:
                         blocked = True
                         break

@@ -110,12 +110,17 @@ def broker_objects(name: str, namespace: str, replicas: int, cluster_id: str,
 
 
 class WatchRecorder:
-    """Records every event of a watch on `path` (from the current version) on a thread."""
+    """Records every event of a watch on `path` (from the current version) on a thread.
+    `on_event(t, type, object)`, if given, is called on the watch thread for each event right
+    after it is recorded (to act at the moment something changes); what it raises is kept in
+    `callback_errors`."""
 
-    def __init__(self, kube, path: str, **params):
+    def __init__(self, kube, path: str, on_event=None, **params):
         import threading
 
         self.events: list[tuple[float, str, dict]] = []
+        self.on_event = on_event
+        self.callback_errors: list[BaseException] = []
         self._stop = False
         rv = kube.request("GET", path)["metadata"]["resourceVersion"]
         q = "&".join(f"{k}={v}" for k, v in {"watch": "1", "resourceVersion": rv,
@@ -134,7 +139,13 @@ class WatchRecorder:
                     if not line:
                         return
                     ev = json.loads(line)
-                    self.events.append((time.monotonic(), ev["type"], ev["object"]))
+                    t = time.monotonic()
+                    self.events.append((t, ev["type"], ev["object"]))
+                    if self.on_event is not None:
+                        try:
+                            self.on_event(t, ev["type"], ev["object"])
+                        except Exception as e:  # noqa: BLE001 - reported by the test
+                            self.callback_errors.append(e)
         except OSError:
             return
 

@@ -313,8 +313,12 @@ struct KafkaState {
 async fn read_cluster(ctx: &Context, bootstrap: &str) -> Option<KafkaState> {
     let read = async {
         let admin = ctx.kafka.connect(bootstrap).await?;
+        // Running moves listed before and after the metadata, and both kept: a move that
+        // finished or started while the metadata was read is then known either way, so a
+        // partition's old and new replicas together are never taken for its replica set.
+        let mut moving = admin.all_reassignments().await?;
         let metadata = admin.metadata().await?;
-        let moving = admin.all_reassignments().await?;
+        moving.extend(admin.all_reassignments().await?);
         // Only a scale-down needs the voters; without them it waits, nothing else does.
         let voters = match admin.quorum_voters().await {
             Ok(v) => Some(v.into_iter().collect()),

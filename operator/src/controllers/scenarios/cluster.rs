@@ -281,6 +281,7 @@ async fn spec_change_rolls_the_brokers_and_reports_partition_health() {
         kafka.calls(),
         [
             "connect demo-kafka-bootstrap.ns.svc:9092",
+            "list-all-reassignments",
             "metadata",
             "list-all-reassignments",
             "describe-quorum"

@@ -146,9 +146,24 @@ async fn sync_replicas(
     kept_brokers: Option<i32>,
 ) -> Result<Option<ReplicaMove>, ClientError> {
     let partitions: Vec<i32> = state.assignment.keys().copied().collect();
-    let ongoing = admin
+    let mut ongoing = admin
         .list_partition_reassignments(topic, &partitions)
         .await?;
+    let mut fresh = None;
+    if needs_move(want, &state.assignment, &ongoing) {
+        // `state` was read before `ongoing`: a move that finished in between leaves its old
+        // and new replicas together in `state` and nothing in `ongoing`, which looks like a
+        // replication factor to fix. Read again, bracketed by two listings: a move running
+        // at either listing is waited for.
+        if let Some(again) = admin.describe_topic(topic).await? {
+            let after = admin
+                .list_partition_reassignments(topic, &partitions)
+                .await?;
+            ongoing.extend(after);
+            fresh = Some(again);
+        }
+    }
+    let state = fresh.as_ref().unwrap_or(state);
     let live = if needs_move(want, &state.assignment, &ongoing) {
         // Brokers a scale-down is draining get no new replicas.
         let mut live = admin.live_brokers().await?;
