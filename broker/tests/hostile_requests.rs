@@ -166,6 +166,7 @@ fn encoded_defaults() -> Vec<(ApiKey, i16, Bytes)> {
                 ApiKey::AlterPartitionReassignments => enc::<AlterPartitionReassignmentsRequest>(v),
                 ApiKey::ListPartitionReassignments => enc::<ListPartitionReassignmentsRequest>(v),
                 ApiKey::UnregisterBroker => enc::<UnregisterBrokerRequest>(v),
+                ApiKey::DescribeQuorum => enc::<DescribeQuorumRequest>(v),
                 other => panic!("add {other:?} to this test"),
             };
             out.push((api, v, body));
