@@ -91,19 +91,26 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(p / 100 * len(sorted_values)))]
 
 
-def catch_up_bytes(kit: Kit, brokers) -> int:
-    total = 0
+def catch_up_bytes(kit: Kit, brokers) -> dict[int, int]:
+    """sluice_replica_catch_up_bytes_total of each broker that answers."""
+    out = {}
     for i in brokers:
         try:
             url = f"http://{kit.pod_ip(NS, STS, i)}:9644/metrics"
             with urllib.request.urlopen(url, timeout=3) as r:
                 text = r.read().decode()
         except OSError:
-            continue  # a removed broker: what it copied was counted while it ran
+            continue  # not started yet, or removed
         for line in text.splitlines():
             if line.startswith("sluice_replica_catch_up_bytes_total "):
-                total += int(float(line.split()[-1]))
-    return total
+                out[i] = int(float(line.split()[-1]))
+    return out
+
+
+def copied(before: dict[int, int], after: dict[int, int]) -> int:
+    """Bytes copied between two readings, over the brokers in the second (a broker that did not
+    exist at the first starts from zero)."""
+    return sum(n - before.get(i, 0) for i, n in after.items())
 
 
 def layout(bootstrap: str) -> dict:
@@ -141,7 +148,7 @@ def step(kit: Kit, producer: LatencyProducer, to: int, bootstrap: str, counters_
     moved = sum(1 for k, r in after_layout.items() if before_layout.get(k) != r)
     return {"to": to, "seconds": round(t1 - t0, 1), "phases": phases, "partitions_moved": moved,
             "partitions": len(after_layout),
-            "catch_up_mb": round((catch_up_bytes(kit, counters_on) - before_bytes) / 1e6, 1),
+            "catch_up_mb": round(copied(before_bytes, catch_up_bytes(kit, counters_on)) / 1e6, 1),
             "p50_ms": round(percentile(producer.latencies(t0, t1), 50) * 1000, 1),
             "p99_ms": round(percentile(producer.latencies(t0, t1), 99) * 1000, 1),
             "max_ms": round(max(producer.latencies(t0, t1) or [float("nan")]) * 1000, 1),
@@ -190,7 +197,8 @@ def main() -> int:
             assert preload.flush(300) == 0, "preload not acknowledged"
 
             producer = LatencyProducer(bootstrap, "load", args.rate, args.size).start()
-            wait_for(lambda: len(producer.acks) > args.rate * 20, timeout=120, msg="baseline latencies")
+            # The first seconds (connections, metadata) are not part of the baseline.
+            wait_for(lambda: len(producer.acks) > args.rate * 30, timeout=180, msg="baseline latencies")
             up = step(kit, producer, 5, bootstrap, range(5))
             # A fresh 20 s latency baseline before the next step.
             t_up = time.monotonic()

@@ -555,6 +555,10 @@ def test_scale_up_3_to_5_moves_replicas_and_leaders_onto_new_brokers(kit):
         lo = load(md, range(5))
         assert lo["replicas"][3] > 0 and lo["replicas"][4] > 0, describe_load(md)
         assert lo["preferred"][3] > 0 and lo["preferred"][4] > 0, describe_load(md)
+        # The data topic itself spreads, not only the (empty) offsets partitions: of its 18
+        # replicas each new broker holds its share (3.6), within one.
+        grow = {b: sum(1 for pm in md.topics["grow"].partitions.values() if b in pm.replicas) for b in range(5)}
+        assert all(c >= 3 for c in grow.values()), f"replicas of grow per broker: {grow}"
         # Leadership follows the preferred leaders (the brokers' preferred-leader election).
         wait(kit, lambda: within_one_of_mean(load(cluster_metadata(kit), range(5))["leaders"]), 90,
              "actual leaders within one of the mean on brokers 0..4")

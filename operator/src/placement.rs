@@ -161,9 +161,10 @@ fn evacuate(layout: &mut Layout, brokers: &BTreeMap<i32, Option<String>>) {
 
 fn balance_replicas(layout: &mut Layout, brokers: &BTreeMap<i32, Option<String>>) {
     let mut counts = load(layout, brokers).replicas;
+    let mut per_topic = topic_counts(layout, |r| r.iter().copied().collect());
     // Every move narrows the spread, so this ends; the bound is a guard.
     for _ in 0..=layout.values().map(Vec::len).sum::<usize>() {
-        let Some((key, slot, to)) = best_replica_move(layout, &counts, brokers) else {
+        let Some((key, slot, to)) = best_replica_move(layout, &counts, &per_topic, brokers) else {
             return;
         };
         let replicas = layout.get_mut(&key).expect("key comes from the layout");
@@ -171,14 +172,61 @@ fn balance_replicas(layout: &mut Layout, brokers: &BTreeMap<i32, Option<String>>
         replicas[slot] = to;
         *counts.get_mut(&from).expect("counted broker") -= 1;
         *counts.get_mut(&to).expect("counted broker") += 1;
+        let topic = per_topic.get_mut(&key.0).expect("counted topic");
+        topic.shift(from, to);
     }
 }
 
+/// One topic's count per broker, and its total.
+#[derive(Debug, Default)]
+struct TopicCount {
+    by_broker: BTreeMap<i32, usize>,
+    total: usize,
+}
+
+impl TopicCount {
+    fn get(&self, broker: i32) -> usize {
+        self.by_broker.get(&broker).copied().unwrap_or(0)
+    }
+
+    fn shift(&mut self, from: i32, to: i32) {
+        if let Some(c) = self.by_broker.get_mut(&from) {
+            *c = c.saturating_sub(1);
+        }
+        *self.by_broker.entry(to).or_default() += 1;
+    }
+
+    /// How much moving one from `high` to `low` evens this topic out, relative to its size
+    /// (parts per thousand of its total), so small topics spread as well as large ones:
+    /// replica counts alone would move only the biggest topic's (often empty
+    /// `__consumer_offsets`) replicas onto new brokers.
+    fn gain(&self, high: i32, low: i32) -> i64 {
+        let diff = i64::try_from(self.get(high)).unwrap_or(i64::MAX)
+            - i64::try_from(self.get(low)).unwrap_or(0);
+        diff * 1000 / i64::try_from(self.total.max(1)).unwrap_or(1)
+    }
+}
+
+/// Per topic, how many of `counted(replicas)` each broker has.
+fn topic_counts(layout: &Layout, counted: impl Fn(&[i32]) -> Vec<i32>) -> BTreeMap<String, TopicCount> {
+    let mut out: BTreeMap<String, TopicCount> = BTreeMap::new();
+    for ((topic, _), replicas) in layout {
+        let t = out.entry(topic.clone()).or_default();
+        for b in counted(replicas) {
+            *t.by_broker.entry(b).or_default() += 1;
+            t.total += 1;
+        }
+    }
+    out
+}
+
 /// A move of one replica from a broker above the other's count by two or more, trying the
-/// widest gaps first and follower replicas before leaders.
+/// widest gaps first, and among the candidates for a pair of brokers the one that evens out
+/// its topic most (followers before leaders on a tie).
 fn best_replica_move(
     layout: &Layout,
     counts: &BTreeMap<i32, usize>,
+    per_topic: &BTreeMap<String, TopicCount>,
     brokers: &BTreeMap<i32, Option<String>>,
 ) -> Option<(PartitionKey, usize, i32)> {
     let mut by_load: Vec<(i32, usize)> = counts.iter().map(|(&b, &c)| (b, c)).collect();
@@ -188,18 +236,23 @@ fn best_replica_move(
             if hc < lc + 2 {
                 break;
             }
-            for follower_first in [true, false] {
-                for (key, replicas) in layout {
-                    let Some(slot) = replicas.iter().position(|&b| b == high) else {
-                        continue;
-                    };
-                    if (slot > 0) != follower_first || replicas.contains(&low) {
-                        continue;
-                    }
-                    if keeps_racks(replicas, high, low, brokers) {
-                        return Some((key.clone(), slot, low));
-                    }
-                }
+            let best = layout
+                .iter()
+                .filter_map(|(key, replicas)| {
+                    let slot = replicas.iter().position(|&b| b == high)?;
+                    let fits = !replicas.contains(&low) && keeps_racks(replicas, high, low, brokers);
+                    fits.then(|| {
+                        let gain = per_topic.get(&key.0).map_or(0, |t| t.gain(high, low));
+                        ((gain, slot > 0), key, slot)
+                    })
+                })
+                // Highest gain, then followers; the first such partition in key order.
+                .fold(None, |best: Option<((i64, bool), &PartitionKey, usize)>, c| match best {
+                    Some(b) if b.0 >= c.0 => Some(b),
+                    _ => Some(c),
+                });
+            if let Some((_, key, slot)) = best {
+                return Some((key.clone(), slot, low));
             }
         }
     }
@@ -208,8 +261,9 @@ fn best_replica_move(
 
 fn balance_leaders(layout: &mut Layout, brokers: &BTreeMap<i32, Option<String>>) {
     let mut leaders = load(layout, brokers).leaders;
+    let mut per_topic = topic_counts(layout, |r| r.first().copied().into_iter().collect());
     for _ in 0..=layout.len() {
-        let Some((key, slot)) = best_leader_swap(layout, &leaders) else {
+        let Some((key, slot)) = best_leader_swap(layout, &leaders, &per_topic) else {
             return;
         };
         let replicas = layout.get_mut(&key).expect("key comes from the layout");
@@ -217,12 +271,17 @@ fn balance_leaders(layout: &mut Layout, brokers: &BTreeMap<i32, Option<String>>)
         replicas.swap(0, slot);
         *leaders.get_mut(&from).expect("counted broker") -= 1;
         *leaders.get_mut(&to).expect("counted broker") += 1;
+        per_topic
+            .get_mut(&key.0)
+            .expect("counted topic")
+            .shift(from, to);
     }
 }
 
 fn best_leader_swap(
     layout: &Layout,
     leaders: &BTreeMap<i32, usize>,
+    per_topic: &BTreeMap<String, TopicCount>,
 ) -> Option<(PartitionKey, usize)> {
     let mut by_load: Vec<(i32, usize)> = leaders.iter().map(|(&b, &c)| (b, c)).collect();
     by_load.sort_by_key(|&(b, c)| (std::cmp::Reverse(c), b));
@@ -231,13 +290,20 @@ fn best_leader_swap(
             if hc < lc + 2 {
                 break;
             }
-            for (key, replicas) in layout {
-                if replicas.first() != Some(&high) {
-                    continue;
-                }
-                if let Some(slot) = replicas.iter().position(|&b| b == low) {
-                    return Some((key.clone(), slot));
-                }
+            let best = layout
+                .iter()
+                .filter(|(_, replicas)| replicas.first() == Some(&high))
+                .filter_map(|(key, replicas)| {
+                    let slot = replicas.iter().position(|&b| b == low)?;
+                    let gain = per_topic.get(&key.0).map_or(0, |t| t.gain(high, low));
+                    Some((gain, key, slot))
+                })
+                .fold(None, |best: Option<(i64, &PartitionKey, usize)>, c| match best {
+                    Some(b) if b.0 >= c.0 => Some(b),
+                    _ => Some(c),
+                });
+            if let Some((_, key, slot)) = best {
+                return Some((key.clone(), slot));
             }
         }
     }
@@ -291,6 +357,28 @@ mod tests {
             .map(|(k, r)| r.iter().filter(|b| !current[k].contains(b)).count())
             .sum();
         assert!(moved <= 76, "moved {moved}");
+    }
+
+    #[test]
+    fn every_topic_gets_its_share_of_the_new_brokers_not_only_the_largest() {
+        let mut current = round_robin("__consumer_offsets", 50, 3, 3);
+        current.extend(round_robin("load", 12, 3, 3));
+        let set = brokers(0..5);
+        let target = balance(&current, &set).expect("fits");
+        assert!(load(&target, &set).is_balanced());
+        for new in [3, 4] {
+            let held = target
+                .iter()
+                .filter(|((t, _), r)| t == "load" && r.contains(&new))
+                .count();
+            // 36 replicas of `load` over 5 brokers: about 7 each.
+            assert!(held >= 5, "broker {new} holds {held} replicas of load");
+            let led = target
+                .iter()
+                .filter(|((t, _), r)| t == "load" && r[0] == new)
+                .count();
+            assert!(led >= 1, "broker {new} leads no partition of load");
+        }
     }
 
     #[test]
