@@ -208,7 +208,10 @@ impl TopicCount {
 }
 
 /// Per topic, how many of `counted(replicas)` each broker has.
-fn topic_counts(layout: &Layout, counted: impl Fn(&[i32]) -> Vec<i32>) -> BTreeMap<String, TopicCount> {
+fn topic_counts(
+    layout: &Layout,
+    counted: impl Fn(&[i32]) -> Vec<i32>,
+) -> BTreeMap<String, TopicCount> {
     let mut out: BTreeMap<String, TopicCount> = BTreeMap::new();
     for ((topic, _), replicas) in layout {
         let t = out.entry(topic.clone()).or_default();
@@ -240,17 +243,21 @@ fn best_replica_move(
                 .iter()
                 .filter_map(|(key, replicas)| {
                     let slot = replicas.iter().position(|&b| b == high)?;
-                    let fits = !replicas.contains(&low) && keeps_racks(replicas, high, low, brokers);
+                    let fits =
+                        !replicas.contains(&low) && keeps_racks(replicas, high, low, brokers);
                     fits.then(|| {
                         let gain = per_topic.get(&key.0).map_or(0, |t| t.gain(high, low));
                         ((gain, slot > 0), key, slot)
                     })
                 })
                 // Highest gain, then followers; the first such partition in key order.
-                .fold(None, |best: Option<((i64, bool), &PartitionKey, usize)>, c| match best {
-                    Some(b) if b.0 >= c.0 => Some(b),
-                    _ => Some(c),
-                });
+                .fold(
+                    None,
+                    |best: Option<((i64, bool), &PartitionKey, usize)>, c| match best {
+                        Some(b) if b.0 >= c.0 => Some(b),
+                        _ => Some(c),
+                    },
+                );
             if let Some((_, key, slot)) = best {
                 return Some((key.clone(), slot, low));
             }
@@ -298,10 +305,13 @@ fn best_leader_swap(
                     let gain = per_topic.get(&key.0).map_or(0, |t| t.gain(high, low));
                     Some((gain, key, slot))
                 })
-                .fold(None, |best: Option<(i64, &PartitionKey, usize)>, c| match best {
-                    Some(b) if b.0 >= c.0 => Some(b),
-                    _ => Some(c),
-                });
+                .fold(
+                    None,
+                    |best: Option<(i64, &PartitionKey, usize)>, c| match best {
+                        Some(b) if b.0 >= c.0 => Some(b),
+                        _ => Some(c),
+                    },
+                );
             if let Some((_, key, slot)) = best {
                 return Some((key.clone(), slot));
             }
