@@ -161,7 +161,7 @@ fn evacuate(layout: &mut Layout, brokers: &BTreeMap<i32, Option<String>>) {
 
 fn balance_replicas(layout: &mut Layout, brokers: &BTreeMap<i32, Option<String>>) {
     let mut counts = load(layout, brokers).replicas;
-    let mut per_topic = topic_counts(layout, |r| r.iter().copied().collect());
+    let mut per_topic = topic_counts(layout, |r| r.to_vec());
     // Every move narrows the spread, so this ends; the bound is a guard.
     for _ in 0..=layout.values().map(Vec::len).sum::<usize>() {
         let Some((key, slot, to)) = best_replica_move(layout, &counts, &per_topic, brokers) else {
