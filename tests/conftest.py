@@ -46,6 +46,7 @@ pytest_plugins = ["cluster"]
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 BROKER_BIN = Path(os.environ.get("SLUICE_BROKER_BIN", TARGET_DIR / "release" / "sluice-broker"))
+OPERATOR_BIN = Path(os.environ.get("SLUICE_OPERATOR_BIN", TARGET_DIR / "release" / "sluice-operator"))
 KCAT = os.environ.get("KCAT", shutil.which("kcat") or "/usr/bin/kcat")
 
 READY_RE = re.compile(r"^sluice-broker ready kafka=(\S+):(\d+) http=(\S+):(\d+)\s*$")

@@ -23,6 +23,31 @@ def apply_crds(kube: SyncClient):
                 kube.apply(doc, field_manager="kit-test")
 
 
+def operator_kit(tmp_path: Path):
+    """Fixture body: a kit with the CRDs and the real operator, stopped afterwards; the
+    operator must exit cleanly."""
+    import pytest
+
+    from conftest import BROKER_BIN, OPERATOR_BIN
+    from kit import Kit
+
+    for b in (BROKER_BIN, OPERATOR_BIN):
+        if not b.exists():
+            pytest.fail(f"{b} not found (cargo build --release -p sluice-broker -p sluice-operator)")
+    k = Kit(tmp_path / "kit", binaries={"sluice-broker": str(BROKER_BIN)}, max_grace=20).start()
+    apply_crds(k.kube)
+    k.start_operator(OPERATOR_BIN)
+    yield k
+    rc = k.stop_operator()
+    k.stop(grace=3)
+    assert rc == 0, f"operator exited with {rc}:\n{k.operator_log.read_text()[-3000:]}"
+
+
+def condition(obj: dict, type_: str) -> dict | None:
+    """The condition of `type_` in an object's status, if any."""
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+
+
 def load_example(name: str) -> dict:
     return yaml.safe_load((ROOT / "examples" / name).read_text())
 

@@ -4,39 +4,23 @@ sluice-broker. The operator reaches the brokers through the kit's bootstrap anno
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from conftest import BROKER_BIN, TARGET_DIR
+from conftest import OPERATOR_BIN
 from kit import Kit, wait_for
-from kitutil import KC, apply_crds, load_example
+from kitutil import KC, condition, load_example, operator_kit
 
 pytestmark = [pytest.mark.kit, pytest.mark.timeout(300)]
 
-OPERATOR_BIN = Path(os.environ.get("SLUICE_OPERATOR_BIN", TARGET_DIR / "release" / "sluice-operator"))
 NS = "default"
 
 
 @pytest.fixture
-def kit(request, tmp_path):
-    for b in (BROKER_BIN, OPERATOR_BIN):
-        if not b.exists():
-            pytest.fail(f"{b} not found (cargo build --release -p sluice-broker -p sluice-operator)")
-    k = Kit(tmp_path / "kit", binaries={"sluice-broker": str(BROKER_BIN)}, max_grace=20).start()
-    apply_crds(k.kube)
-    k.start_operator(OPERATOR_BIN)
-    yield k
-    rc = k.stop_operator()
-    k.stop(grace=3)
-    assert rc == 0, f"operator exited with {rc}:\n{k.operator_log.read_text()[-3000:]}"
-
-
-def condition(obj: dict, type_: str) -> dict | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+def kit(tmp_path):
+    yield from operator_kit(tmp_path)
 
 
 def wait_cluster_ready(kit: Kit, name: str, replicas: int, timeout: float = 150) -> dict:

@@ -20,22 +20,19 @@ broker sends it, so the first replica is the preferred leader) to a broker that 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from cluster import ContinuousProducer, check_acknowledged, metadata_request, read_partitions
-from conftest import BROKER_BIN, TARGET_DIR, rdkafka_conf
+from conftest import OPERATOR_BIN, rdkafka_conf
 from kit import Kit, wait_for
-from kitutil import KC, WatchRecorder, apply_crds, load_example
+from kitutil import KC, WatchRecorder, condition, load_example, operator_kit
 
 pytestmark = [pytest.mark.kit, pytest.mark.timeout(600)]
 
-OPERATOR_BIN = Path(os.environ.get("SLUICE_OPERATOR_BIN", TARGET_DIR / "release" / "sluice-operator"))
 NS = "default"
 CLUSTER = "demo"
 STS = "demo-kafka"
@@ -46,26 +43,13 @@ POD_PATH = f"/api/v1/namespaces/{NS}/pods"
 
 
 @pytest.fixture
-def kit(request, tmp_path):
-    for b in (BROKER_BIN, OPERATOR_BIN):
-        if not b.exists():
-            pytest.fail(f"{b} not found (cargo build --release -p sluice-broker -p sluice-operator)")
-    k = Kit(tmp_path / "kit", binaries={"sluice-broker": str(BROKER_BIN)}, max_grace=20).start()
-    apply_crds(k.kube)
-    k.start_operator(OPERATOR_BIN)
-    yield k
-    rc = k.stop_operator()
-    k.stop(grace=3)
-    assert rc == 0, f"operator exited with {rc}:\n{k.operator_log.read_text()[-3000:]}"
+def kit(tmp_path):
+    yield from operator_kit(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
 # Kubernetes side
 # ---------------------------------------------------------------------------------------------
-
-
-def condition(obj: dict, type_: str) -> dict | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
 
 
 def get_kc(kit: Kit) -> dict:

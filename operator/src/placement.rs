@@ -232,38 +232,39 @@ fn best_replica_move(
     per_topic: &BTreeMap<String, TopicCount>,
     brokers: &BTreeMap<i32, Option<String>>,
 ) -> Option<(PartitionKey, usize, i32)> {
+    uneven_pairs(counts).into_iter().find_map(|(high, low)| {
+        // The first of the best candidates in key order: `rev` + `max_by_key` keeps it.
+        layout
+            .iter()
+            .rev()
+            .filter_map(|(key, replicas)| {
+                let slot = replicas.iter().position(|&b| b == high)?;
+                let fits = !replicas.contains(&low) && keeps_racks(replicas, high, low, brokers);
+                fits.then(|| {
+                    let gain = per_topic.get(&key.0).map_or(0, |t| t.gain(high, low));
+                    // Highest gain, then followers before leaders.
+                    ((gain, slot > 0), key, slot)
+                })
+            })
+            .max_by_key(|(rank, _, _)| *rank)
+            .map(|(_, key, slot)| (key.clone(), slot, low))
+    })
+}
+
+/// `(high, low)` broker pairs whose counts differ by two or more, widest gaps first.
+fn uneven_pairs(counts: &BTreeMap<i32, usize>) -> Vec<(i32, i32)> {
     let mut by_load: Vec<(i32, usize)> = counts.iter().map(|(&b, &c)| (b, c)).collect();
     by_load.sort_by_key(|&(b, c)| (std::cmp::Reverse(c), b));
-    for &(high, hc) in &by_load {
-        for &(low, lc) in by_load.iter().rev() {
-            if hc < lc + 2 {
-                break;
-            }
-            let best = layout
+    by_load
+        .iter()
+        .flat_map(|&(high, hc)| {
+            by_load
                 .iter()
-                .filter_map(|(key, replicas)| {
-                    let slot = replicas.iter().position(|&b| b == high)?;
-                    let fits =
-                        !replicas.contains(&low) && keeps_racks(replicas, high, low, brokers);
-                    fits.then(|| {
-                        let gain = per_topic.get(&key.0).map_or(0, |t| t.gain(high, low));
-                        ((gain, slot > 0), key, slot)
-                    })
-                })
-                // Highest gain, then followers; the first such partition in key order.
-                .fold(
-                    None,
-                    |best: Option<((i64, bool), &PartitionKey, usize)>, c| match best {
-                        Some(b) if b.0 >= c.0 => Some(b),
-                        _ => Some(c),
-                    },
-                );
-            if let Some((_, key, slot)) = best {
-                return Some((key.clone(), slot, low));
-            }
-        }
-    }
-    None
+                .rev()
+                .take_while(move |&&(_, lc)| hc >= lc + 2)
+                .map(move |&(low, _)| (high, low))
+        })
+        .collect()
 }
 
 fn balance_leaders(layout: &mut Layout, brokers: &BTreeMap<i32, Option<String>>) {
@@ -290,34 +291,19 @@ fn best_leader_swap(
     leaders: &BTreeMap<i32, usize>,
     per_topic: &BTreeMap<String, TopicCount>,
 ) -> Option<(PartitionKey, usize)> {
-    let mut by_load: Vec<(i32, usize)> = leaders.iter().map(|(&b, &c)| (b, c)).collect();
-    by_load.sort_by_key(|&(b, c)| (std::cmp::Reverse(c), b));
-    for &(high, hc) in &by_load {
-        for &(low, lc) in by_load.iter().rev() {
-            if hc < lc + 2 {
-                break;
-            }
-            let best = layout
-                .iter()
-                .filter(|(_, replicas)| replicas.first() == Some(&high))
-                .filter_map(|(key, replicas)| {
-                    let slot = replicas.iter().position(|&b| b == low)?;
-                    let gain = per_topic.get(&key.0).map_or(0, |t| t.gain(high, low));
-                    Some((gain, key, slot))
-                })
-                .fold(
-                    None,
-                    |best: Option<(i64, &PartitionKey, usize)>, c| match best {
-                        Some(b) if b.0 >= c.0 => Some(b),
-                        _ => Some(c),
-                    },
-                );
-            if let Some((_, key, slot)) = best {
-                return Some((key.clone(), slot));
-            }
-        }
-    }
-    None
+    uneven_pairs(leaders).into_iter().find_map(|(high, low)| {
+        layout
+            .iter()
+            .rev()
+            .filter(|(_, replicas)| replicas.first() == Some(&high))
+            .filter_map(|(key, replicas)| {
+                let slot = replicas.iter().position(|&b| b == low)?;
+                let gain = per_topic.get(&key.0).map_or(0, |t| t.gain(high, low));
+                Some((gain, key, slot))
+            })
+            .max_by_key(|(gain, _, _)| *gain)
+            .map(|(_, key, slot)| (key.clone(), slot))
+    })
 }
 
 #[cfg(test)]

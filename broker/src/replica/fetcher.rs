@@ -482,7 +482,7 @@ async fn apply(
         if appended.is_some() {
             let bytes = records.len() as u64;
             cx.traffic.fetched_bytes.inc_by(bytes);
-            if !partition.isr().contains(&cx.node_id) {
+            if partition.out_of_sync_follower().is_some() {
                 cx.traffic.catch_up_bytes.inc_by(bytes);
             }
         }

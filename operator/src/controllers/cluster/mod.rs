@@ -331,8 +331,7 @@ async fn read_cluster(ctx: &Context, bootstrap: &str) -> Option<KafkaState> {
     };
     match tokio::time::timeout(METADATA_TIMEOUT, read).await {
         Ok(Ok((admin, metadata, moving, voters))) => {
-            let mut view = cluster_view(&metadata, &moving);
-            view.voters = voters;
+            let view = cluster_view(&metadata, &moving, voters);
             Some(KafkaState {
                 admin,
                 metadata,
@@ -351,7 +350,11 @@ async fn read_cluster(ctx: &Context, bootstrap: &str) -> Option<KafkaState> {
 }
 
 /// The scaling workflows' view of the cluster (pure).
-fn cluster_view(md: &ClusterMetadata, moving: &OngoingReassignments) -> ClusterView {
+fn cluster_view(
+    md: &ClusterMetadata,
+    moving: &OngoingReassignments,
+    voters: Option<BTreeSet<i32>>,
+) -> ClusterView {
     ClusterView {
         replicas: md
             .topics
@@ -379,7 +382,7 @@ fn cluster_view(md: &ClusterMetadata, moving: &OngoingReassignments) -> ClusterV
             .values()
             .map(|b| (b.id, b.rack.clone()))
             .collect(),
-        voters: None,
+        voters,
     }
 }
 

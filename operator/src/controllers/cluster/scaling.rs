@@ -178,17 +178,14 @@ fn target_brokers(view: &ClusterView, count: i32) -> BTreeMap<i32, Option<String
 }
 
 fn operation(input: &ScalingInput<'_>, kind: &str, phase: &str, from: i32, to: i32) -> Operation {
-    // The same operation keeps its start time across phases.
-    let started = input
+    // The same operation keeps its start time and starting count across phases.
+    let same = input
         .previous
-        .filter(|o| o.kind == kind && o.to_replicas == Some(to))
+        .filter(|o| o.kind == kind && o.to_replicas == Some(to));
+    let started = same
         .and_then(|o| o.started.clone())
         .unwrap_or_else(|| input.now.to_string());
-    let from = input
-        .previous
-        .filter(|o| o.kind == kind && o.to_replicas == Some(to))
-        .and_then(|o| o.from_replicas)
-        .unwrap_or(from);
+    let from = same.and_then(|o| o.from_replicas).unwrap_or(from);
     Operation {
         kind: kind.into(),
         phase: phase.into(),
