@@ -2,7 +2,7 @@
 kubelet, SyncClient (urllib) for tests and the CLI.
 
 Kubeconfig support: the current context's cluster `server`, `certificate-authority(-data)`,
-`insecure-skip-tls-verify`, and the user's `token`, `token-file`, `client-certificate(-data)` /
+`insecure-skip-tls-verify`, and the user's `token`, `tokenFile`, `client-certificate(-data)` /
 `client-key(-data)`. Exec and auth-provider plugins are not supported.
 """
 
@@ -64,8 +64,8 @@ def load_kubeconfig(path: Path | str, context: str | None = None) -> Connection:
     user = next((u["user"] for u in cfg.get("users") or [] if u["name"] == ctx.get("user")), {}) or {}
     headers = {"Accept": "application/json", "User-Agent": "sluice-kit"}
     token = user.get("token")
-    if not token and user.get("token-file"):
-        token = Path(user["token-file"]).read_text().strip()
+    if not token and user.get("tokenFile"):
+        token = Path(user["tokenFile"]).read_text().strip()
     if token:
         headers["Authorization"] = f"Bearer {token}"
     server = cluster["server"].rstrip("/")
@@ -194,7 +194,7 @@ class KubeClient:
         await self.session.close()
 
     async def request(self, method, path, body=None, params=None, content_type="application/json",
-                      ok_404=False, timeout: float = 30.0):
+                      ok_404=False, ok_409=False, timeout: float = 30.0):
         data = None if body is None else json.dumps(body).encode()
         async with self.session.request(
                 method, self.conn.server + path + _query(params), data=data,
@@ -206,7 +206,7 @@ class KubeClient:
             except ValueError:
                 payload = raw.decode(errors="replace")
             if r.status >= 400:
-                if ok_404 and r.status == 404:
+                if (ok_404 and r.status == 404) or (ok_409 and r.status == 409):
                     return None
                 raise KubeError(r.status, payload)
             return payload
@@ -214,9 +214,9 @@ class KubeClient:
     async def get(self, api_version, plural, name, namespace=None, sub=None, ok_404=False):
         return await self.request("GET", resource_path(api_version, plural, namespace, name, sub), ok_404=ok_404)
 
-    async def list(self, api_version, plural, namespace=None, label_selector=None):
+    async def list(self, api_version, plural, namespace=None, label_selector=None, field_selector=None):
         return await self.request("GET", resource_path(api_version, plural, namespace),
-                                  params={"labelSelector": label_selector})
+                                  params={"labelSelector": label_selector, "fieldSelector": field_selector})
 
     async def create(self, obj, namespace=None, plural=None):
         return await self.request("POST", resource_path(obj["apiVersion"], plural or _plural(obj["kind"]),
@@ -229,10 +229,11 @@ class KubeClient:
     async def delete(self, api_version, plural, name, namespace=None, ok_404=True):
         return await self.request("DELETE", resource_path(api_version, plural, namespace, name), ok_404=ok_404)
 
-    async def watch(self, api_version, plural, namespace=None, resource_version=None, timeout=290):
+    async def watch(self, api_version, plural, namespace=None, resource_version=None, timeout=290,
+                    field_selector=None):
         """Yields (type, object) until the server ends the watch."""
         params = {"watch": "1", "resourceVersion": resource_version, "timeoutSeconds": str(timeout),
-                  "allowWatchBookmarks": "true"}
+                  "allowWatchBookmarks": "true", "fieldSelector": field_selector}
         async with self.session.get(
                 self.conn.server + resource_path(api_version, plural, namespace) + _query(params),
                 ssl=self.conn.ssl_context or False,

@@ -1,47 +1,42 @@
-"""A local kubelet (plus the StatefulSet controller it needs): watches StatefulSets through any
-API server given a kubeconfig and runs their pods as local processes.
+"""The kit's node agent: what a kubelet (and a local-path volume provisioner) does for one Node,
+with pods run as local processes, since no container runtime runs here.
 
-Per StatefulSet: Pod objects for ordinals 0..replicas-1 (labels `apps.kubernetes.io/pod-index`,
-`statefulset.kubernetes.io/pod-name`, `controller-revision-hash`; owner reference to the set),
-a PersistentVolumeClaim per volume claim template and pod, backed by the host directory
-`<workdir>/pvc/<ns>/<claim>/` (kept when the pod goes, deleted when the PVC object is), each pod a
-process of the container's command (command[0] mapped through `binaries`, e.g. sluice-broker ->
-target/release/sluice-broker; the image is ignored) with the resolved args and env, on its own
-loopback IP (podspec.py explains the host translation). Pod status (phase, podIP, Ready and
-ContainersReady conditions, containerStatuses with restartCount) follows the process and the
-readiness probe (HTTP GET on the pod IP, every min(periodSeconds, probe_interval) seconds,
-failureThreshold honoured); a process that exits is restarted with backoff (restartPolicy Always).
-The StatefulSet status (replicas, readyReplicas, availableReplicas, currentReplicas,
-updatedReplicas, observedGeneration, currentRevision, updateRevision) is kept current.
+It registers the Node `kit-node` (Ready, its Lease renewed as a kubelet does), and then:
+- runs every Pod the real scheduler binds to it: a process of the first container's command
+  (command[0] mapped through `binaries`, e.g. sluice-broker -> target/release/sluice-broker; the
+  image is ignored) with the resolved args and env, on the pod's own loopback address
+  (podspec.py explains the host translation); reports the pod's status (phase, podIP, Ready and
+  ContainersReady conditions, containerStatuses with restartCount); restarts a process that exits
+  (restartPolicy Always, with backoff); runs the probes (startup gates the others; startup and
+  readiness every min(periodSeconds, probe_interval) seconds, liveness at its real period so a
+  paused process is restarted no sooner than on a cluster; failing startup or liveness restarts the
+  container; exec and tcpSocket probes pass while the process runs);
+- terminates a pod whose object is being deleted (SIGTERM, SIGKILL after its grace period, capped
+  by max_grace), then removes the object (delete with grace 0 and the pod's uid), as the kubelet;
+- gives a pod that mounts its ServiceAccount token a kubeconfig for a token bound to the pod
+  (TokenRequest) in KUBECONFIG, and the usual files under the service-account mount path: the
+  in-cluster path is fixed inside programs and there are no mount namespaces here;
+- provisions the claims of the default StorageClass `kit-local` (Immediate binding): a
+  PersistentVolume per claim, a host directory each, bound by the real PV controller; a
+  Released volume is deleted with its directory (reclaimPolicy Delete).
+The StatefulSet, ReplicaSet, garbage-collector and namespace controllers are the real ones in
+kube-controller-manager.
 
-Scaling: podManagementPolicy Parallel creates and deletes pods at once, OrderedReady one at a
-time (creation in ordinal order behind readiness, deletion highest first); a deleted pod's
-process gets SIGTERM, then SIGKILL after terminationGracePeriodSeconds (capped by max_grace).
-persistentVolumeClaimRetentionPolicy.whenScaled=Delete deletes the claims of removed ordinals.
-Rolling update (updateStrategy RollingUpdate, with rollingUpdate.partition): when the template
-revision changes, the highest ordinal on an old revision is deleted and recreated, one at a time,
-only while every pod is Ready, so each new pod's readiness gates the next.
-
-Probes: startup gates readiness and liveness; startup and readiness run every
-min(periodSeconds, probe_interval) seconds, liveness at its real period (a paused process is
-restarted no sooner than on a cluster); failing startup or liveness restarts the container
-(SIGTERM, SIGKILL after the grace period). exec and tcpSocket probes count as passing while the
-process runs.
-
-Not done: init containers and more than one
-container per pod (the first container runs), resources, security contexts, images, volumes other
-than configMap, emptyDir and claims, ConfigMap updates reaching running pods.
+Not done: init and sidecar containers (only the first container runs), images, resources,
+security contexts, volumes other than configMap, secret, emptyDir, the service-account token and
+claims; ConfigMap changes reaching running pods.
 
 Fault injection (for tests): kill(ns, pod) SIGKILLs the process (it restarts, as a crashed
-container does), pause/resume SIGSTOP/SIGCONT it; deleting the Pod object through the API stops
-it and the StatefulSet recreates it.
+container does), pause/resume SIGSTOP/SIGCONT it. Each pod's pid is in `pods/<ns>/<pod>/pid`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ctypes
+import datetime
 import logging
 import os
 import shutil
@@ -55,7 +50,11 @@ from .client import KubeClient, KubeError
 
 log = logging.getLogger("kit.kubelet")
 
-STS = ("apps/v1", "statefulsets")
+NODE = "kit-node"
+PROVISIONER = "kit.sluice.dev/local-path"
+STORAGE_CLASS = "kit-local"
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+LEASE_SECONDS = 40
 
 
 def _set_pdeathsig():  # in the child: die with the thread that started us
@@ -63,8 +62,17 @@ def _set_pdeathsig():  # in the child: die with the thread that started us
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _micro_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class IpPool:
-    """Stable loopback addresses: 127.A.B.2 .. 127.A.B.254 for one kit."""
+    """Stable loopback addresses, one per pod name: 127.A.B.2 .. 127.A.B.254 for one kit. A pod
+    recreated under its name (a StatefulSet's) gets its address back."""
 
     def __init__(self, base: str):
         parts = base.split(".")
@@ -117,16 +125,14 @@ class Probe:
 
 
 class PodRunner:
-    """One pod: its process, readiness, and status reporting."""
+    """One pod: its process, probes, and status reporting."""
 
-    def __init__(self, kubelet: "Kubelet", pod: dict, sts_key: tuple, ordinal: int, ip: str):
+    def __init__(self, kubelet: "Kubelet", pod: dict, ip: str):
         self.kubelet = kubelet
         self.pod = pod
         meta = pod["metadata"]
-        self.ns, self.name = meta["namespace"], meta["name"]
-        self.sts_key, self.ordinal, self.ip = sts_key, ordinal, ip
-        self.revision = meta["labels"][podspec.REVISION_LABEL]
-        self.uid = meta.get("uid")
+        self.ns, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.ip = ip
         self.container = (pod["spec"].get("containers") or [{}])[0]
         self.dir = kubelet.workdir / "pods" / self.ns / self.name
         self.log_path = self.dir / "container.log"
@@ -135,7 +141,6 @@ class PodRunner:
         self.restarts = 0
         self.started_at: str | None = None
         self.terminating = False
-        self.gone = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.last_status = None
         self.exit_codes: list[int] = []
@@ -151,6 +156,7 @@ class PodRunner:
         files: list[tuple[Path, str]] = []
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
         configmaps: dict[str, dict | None] = {}
+        extra_env: dict[str, str] = {}
 
         async def cm_data(name):
             if name not in configmaps:
@@ -158,24 +164,32 @@ class PodRunner:
                 configmaps[name] = None if obj is None else (obj.get("data") or {})
             return configmaps[name]
 
+        def project(host: Path, data: dict | None, source: dict, what: str):
+            if data is None and not source.get("optional"):
+                raise ValueError(f"{what} not found")
+            items = source.get("items") or [{"key": key, "path": key} for key in (data or {})]
+            for it in items:
+                if data and it["key"] in data:
+                    files.append((host / it["path"], data[it["key"]]))
+
         for m in self.container.get("volumeMounts") or []:
             v = volumes.get(m["name"])
             if v is None:
                 raise ValueError(f"volume {m['name']} not found")
+            host = vol_dir / m["name"]
             if v.get("persistentVolumeClaim"):
-                host = k.claim_dir(self.ns, v["persistentVolumeClaim"]["claimName"])
+                host = await k.claim_path(self.ns, v["persistentVolumeClaim"]["claimName"])
             elif v.get("configMap"):
-                host = vol_dir / m["name"]
-                data = await cm_data(v["configMap"]["name"])
-                if data is None and not v["configMap"].get("optional"):
-                    raise ValueError(f"configmap {v['configMap']['name']} not found")
-                items = v["configMap"].get("items") or [{"key": key, "path": key} for key in (data or {})]
-                for it in items:
-                    if data and it["key"] in data:
-                        files.append((host / it["path"], data[it["key"]]))
-            elif "emptyDir" in v:
-                host = vol_dir / m["name"]
-            else:
+                project(host, await cm_data(v["configMap"]["name"]), v["configMap"],
+                        f"configmap {v['configMap']['name']}")
+            elif v.get("secret"):
+                obj = await k.client.get("v1", "secrets", v["secret"]["secretName"], self.ns, ok_404=True)
+                data = None if obj is None else {key: base64.b64decode(val).decode(errors="replace")
+                                                 for key, val in (obj.get("data") or {}).items()}
+                project(host, data, v["secret"], f"secret {v['secret']['secretName']}")
+            elif v.get("projected") and m["mountPath"] == SA_MOUNT:
+                extra_env.update(await self._service_account(host))
+            elif "emptyDir" not in v:
                 raise ValueError(f"unsupported volume {m['name']}: {sorted(v)}")
             if m.get("subPath"):
                 host = host / m["subPath"]
@@ -196,6 +210,7 @@ class PodRunner:
             path.write_text(translate(content))
         env = podspec.resolve_env(self.container, self.pod, lambda n: configmaps.get(n))
         env = {name: translate(value) for name, value in env.items()}
+        env = {**extra_env, **env}
         command = self.container.get("command") or []
         args = self.container.get("args") or []
         argv = [translate(podspec.expand(a, env)) for a in command + args]
@@ -203,6 +218,37 @@ class PodRunner:
             raise ValueError("the container has no command (images are not run)")
         argv[0] = k.binary(argv[0])
         return argv, env, self.dir
+
+    async def _service_account(self, host: Path) -> dict:
+        """The ServiceAccount mount: a token bound to this pod, the cluster's CA and the
+        namespace as files, and a kubeconfig using them in KUBECONFIG (programs read the fixed
+        in-cluster path, which cannot be mounted here; kube-rs and client-go take KUBECONFIG
+        first)."""
+        k = self.kubelet
+        sa = self.pod["spec"].get("serviceAccountName") or "default"
+        req = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+               "spec": {"expirationSeconds": 86400,
+                        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}}}
+        out = await k.client.request("POST", f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa}/token", req)
+        token = out["status"]["token"]
+        host.mkdir(parents=True, exist_ok=True)
+        (host / "token").write_text(token)
+        (host / "namespace").write_text(self.ns)
+        shutil.copyfile(k.ca_file, host / "ca.crt")
+        import yaml
+
+        kubeconfig = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "in-cluster",
+            "clusters": [{"name": "in-cluster", "cluster": {"server": k.client.conn.server,
+                                                            "certificate-authority": str(host / "ca.crt")}}],
+            "users": [{"name": sa, "user": {"tokenFile": str(host / "token")}}],
+            "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": sa,
+                                                             "namespace": self.ns}}],
+        }
+        (host / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+        hostport = k.client.conn.server.removeprefix("https://")
+        return {"KUBECONFIG": str(host / "kubeconfig"), "KUBERNETES_SERVICE_HOST": hostport.rsplit(":", 1)[0],
+                "KUBERNETES_SERVICE_PORT": hostport.rsplit(":", 1)[1]}
 
     def _spawn(self, argv, env, cwd):
         full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
@@ -215,35 +261,35 @@ class PodRunner:
             self.proc = subprocess.Popen(argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=f,
                                          stderr=subprocess.STDOUT, preexec_fn=_set_pdeathsig,
                                          start_new_session=True)
-        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        (self.dir / "pid").write_text(f"{self.proc.pid}\n")
+        self.started_at = _now()
 
     async def run(self):
         """Runs the container until terminate(); restarts it when it exits."""
         backoff = 1.0
-        try:
-            while not self.terminating:
-                try:
-                    argv, env, cwd = await self._prepare()
-                    self._spawn(argv, env, cwd)
-                except (ValueError, OSError, KubeError) as e:
-                    log.warning("pod %s/%s cannot start: %s", self.ns, self.name, e)
-                    with open(self.log_path, "ab") as f:
-                        f.write(f"kit: cannot start: {e}\n".encode())
-                    await self._report(waiting=str(e))
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, 10)
-                    continue
-                await self._report()
-                await self._watch_process()
+        while not self.terminating:
+            try:
+                argv, env, cwd = await self._prepare()
                 if self.terminating:
                     break
-                self.restarts += 1
-                self.ready = False
-                await self._report()
+                self._spawn(argv, env, cwd)
+            except (ValueError, OSError, KubeError) as e:
+                log.info("pod %s/%s cannot start: %s", self.ns, self.name, e)
+                with open(self.log_path, "ab") as f:
+                    f.write(f"kit: cannot start: {e}\n".encode())
+                await self._report(waiting=str(e))
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 10)
-        finally:
-            self.gone.set()
+                continue
+            await self._report()
+            await self._watch_process()
+            if self.terminating:
+                break
+            self.restarts += 1
+            self.ready = False
+            await self._report()
+            await self._sleep(backoff)
+            backoff = min(backoff * 2, 10)
 
     async def _sleep(self, seconds):
         end = time.monotonic() + seconds
@@ -295,24 +341,29 @@ class PodRunner:
             with open(self.log_path, "ab") as f:
                 f.write(f"\n===== exited with {self.proc.returncode}\n".encode())
 
-    async def _restart_container(self, why: str):
-        """Stops the process (SIGTERM, SIGKILL after the grace period); run() starts it again."""
-        with open(self.log_path, "ab") as f:
-            f.write(f"\n===== kit: {why}, restarting the container\n".encode())
+    async def _stop_process(self, grace: float):
+        """SIGTERM (after SIGCONT: a paused process cannot act on it), SIGKILL after `grace`."""
         proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGCONT)
             proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.kubelet.grace_for(self.pod)
-        while proc.poll() is None and time.monotonic() < deadline and not self.terminating:
+        deadline = time.monotonic() + grace
+        while proc.poll() is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if proc.poll() is None and not self.terminating:
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             while proc.poll() is None:
                 await asyncio.sleep(0.02)
-        if proc.poll() is not None:
-            self.exit_codes.append(proc.returncode)
+        self.exit_codes.append(proc.returncode)
+
+    async def _restart_container(self, why: str):
+        """Stops the process; run() starts it again."""
+        with open(self.log_path, "ab") as f:
+            f.write(f"\n===== kit: {why}, restarting the container\n".encode())
+        await self._stop_process(self.kubelet.grace_for(self.pod))
 
     async def _probe(self, probe) -> bool:
         get = probe.get("httpGet")
@@ -334,25 +385,12 @@ class PodRunner:
         """SIGTERM, then SIGKILL after `grace` seconds; waits until the process is gone."""
         self.terminating = True
         self.ready = False
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGCONT)  # a paused process cannot act on SIGTERM
-                proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                while proc.poll() is None:
-                    await asyncio.sleep(0.02)
-            self.exit_codes.append(proc.returncode)
+        if self.proc is not None and self.proc.poll() is None:
+            await self._stop_process(grace)
             with open(self.log_path, "ab") as f:
-                f.write(f"\n===== terminated, exit {proc.returncode}\n".encode())
+                f.write(f"\n===== terminated, exit {self.proc.returncode}\n".encode())
         if self.task:
             await asyncio.wait([self.task], timeout=5)
-        self.gone.set()
 
     def kill_now(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -371,7 +409,7 @@ class PodRunner:
         return {
             "phase": "Running" if running else "Pending",
             "podIP": self.ip, "podIPs": [{"ip": self.ip}], "hostIP": "127.0.0.1",
-            "startTime": self.started_at,
+            "hostIPs": [{"ip": "127.0.0.1"}], "startTime": self.started_at,
             "conditions": [cond("PodScheduled", "True"), cond("Initialized", "True"),
                            cond("ContainersReady", ready), cond("Ready", ready)],
             "containerStatuses": [{
@@ -383,35 +421,29 @@ class PodRunner:
 
     async def _report(self, waiting: str | None = None):
         status = self.status(waiting)
-        self.kubelet.wake()
         if status == self.last_status or self.terminating:
             return
         try:
             await self.kubelet.client.patch("v1", "pods", self.name, {"status": status}, self.ns, sub="status")
             self.last_status = status
-        except KubeError as e:
-            log.debug("pod %s/%s status: %s", self.ns, self.name, e)
-        except Exception as e:  # noqa: BLE001 - the API server may be going away
+        except Exception as e:  # noqa: BLE001 - the pod or the API server may be going away
             log.debug("pod %s/%s status: %s", self.ns, self.name, e)
 
 
 class Kubelet:
-    def __init__(self, kubeconfig: Path | str, workdir: Path | str, ip_base: str,
-                 binaries: dict[str, str] | None = None, namespace: str | None = None,
-                 probe_interval: float = 1.0, max_grace: float | None = None):
+    def __init__(self, kubeconfig: Path | str, ca_file: Path | str, workdir: Path | str, ip_base: str,
+                 binaries: dict[str, str] | None = None, probe_interval: float = 1.0,
+                 max_grace: float | None = None, version: str = "v0.0.0"):
         self.kubeconfig = kubeconfig
+        self.ca_file = Path(ca_file)
         self.workdir = Path(workdir)
         self.ips = IpPool(ip_base)
         self.binaries = dict(binaries or {})
-        self.namespace = namespace
         self.probe_interval = probe_interval
         self.max_grace = max_grace
-        self.statefulsets: dict[tuple, dict] = {}
-        self.pods: dict[tuple, PodRunner] = {}
-        self.stopping: dict[tuple, asyncio.Task] = {}
-        self.known_pods: dict[tuple, dict] = {}
-        self.claims: set[tuple] = set()  # PVC objects this kubelet made sure of
-        self._wake = asyncio.Event()
+        self.version = version
+        self.pods: dict[str, PodRunner] = {}        # by uid: pods this agent runs
+        self.stopping: dict[str, asyncio.Task] = {}  # by uid: pods being terminated
         self._tasks: list[asyncio.Task] = []
         self._stop = False
         self.errors: list[str] = []
@@ -424,15 +456,18 @@ class Kubelet:
         self.aiohttp = aiohttp
         self.client = KubeClient(self.kubeconfig)
         self.http = aiohttp.ClientSession()
+        await self._register_node()
+        await self._ensure_storage_class()
         self._tasks = [
-            asyncio.create_task(self._watch_loop(STS, self._on_sts)),
-            asyncio.create_task(self._watch_loop(("v1", "pods"), self._on_pod)),
+            asyncio.create_task(self._watch_loop(("v1", "pods"), self._on_pod, f"spec.nodeName={NODE}")),
             asyncio.create_task(self._watch_loop(("v1", "persistentvolumeclaims"), self._on_pvc)),
-            asyncio.create_task(self._reconcile_loop()),
+            asyncio.create_task(self._watch_loop(("v1", "persistentvolumes"), self._on_pv)),
+            asyncio.create_task(self._heartbeat()),
         ]
 
     async def stop(self, grace: float = 10.0):
-        """Stops every pod (SIGTERM, SIGKILL after `grace`), then the watches."""
+        """Stops every pod's process (SIGTERM, SIGKILL after `grace`), then the watches. The Pod
+        objects stay, as when a node goes down."""
         self._stop = True
         for t in self._tasks:
             t.cancel()
@@ -444,9 +479,6 @@ class Kubelet:
         await self.http.close()
         await self.client.close()
 
-    def wake(self):
-        self._wake.set()
-
     def binary(self, command: str) -> str:
         if command in self.binaries:
             return str(self.binaries[command])
@@ -457,38 +489,155 @@ class Kubelet:
             raise ValueError(f"command {command!r} not found (map it with binaries)")
         return found
 
-    def claim_dir(self, ns: str, claim: str) -> Path:
-        return self.workdir / "pvc" / ns / claim
+    def pod_ip(self, ns: str, pod: str) -> str:
+        return self.ips.ip((ns, pod))
 
     def resolve(self, pod: str, service: str, ns: str) -> str | None:
-        """Cluster DNS for StatefulSet pods: `<pod>.<service>.<ns>.svc` -> the pod's IP."""
-        for (sns, sname), sts in self.statefulsets.items():
-            if sns != ns or (sts.get("spec") or {}).get("serviceName") != service:
-                continue
-            ordinal = podspec.ordinal_of(sname, pod)
-            if ordinal is not None:
-                return self.ips.ip((ns, sname, ordinal))
-        return None
+        """Cluster DNS for pods with a hostname and subdomain (a StatefulSet's):
+        `<pod>.<service>.<ns>.svc` -> the pod's address (known before the pod runs)."""
+        return self.pod_ip(ns, pod)
 
-    # --- watches ---------------------------------------------------------------------------
+    def grace_for(self, pod: dict) -> float:
+        meta_grace = pod["metadata"].get("deletionGracePeriodSeconds")
+        grace = float(meta_grace if meta_grace is not None else pod["spec"].get("terminationGracePeriodSeconds", 30) or 0)
+        return min(grace, self.max_grace) if self.max_grace is not None else grace
 
-    async def _watch_loop(self, kind, handler):
+    # --- the Node --------------------------------------------------------------------------
+
+    async def _register_node(self):
+        node = {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux",
+                                                      "kubernetes.io/arch": "amd64"}}}
+        try:
+            await self.client.create(node)
+        except KubeError as e:
+            if e.code != 409:
+                raise
+        await self._node_status()
+        await self.client.request("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": NODE, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": NODE, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": _micro_now()},
+        }, ok_409=True)
+
+    async def _node_status(self):
+        now = _now()
+        capacity = {"cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "1Ti"}
+        condition = lambda t, s, reason: {  # noqa: E731
+            "type": t, "status": s, "reason": reason, "message": "kit node agent",
+            "lastHeartbeatTime": now, "lastTransitionTime": now}
+        status = {
+            "capacity": capacity, "allocatable": capacity,
+            "conditions": [condition("Ready", "True", "KubeletReady"),
+                           condition("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+                           condition("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+                           condition("PIDPressure", "False", "KubeletHasSufficientPID")],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
+            "nodeInfo": {"kubeletVersion": self.version, "kubeProxyVersion": "", "machineID": "", "systemUUID": "",
+                         "bootID": "", "kernelVersion": os.uname().release, "osImage": "sluice kit",
+                         "containerRuntimeVersion": "kit://processes", "operatingSystem": "linux",
+                         "architecture": "amd64"},
+        }
+        await self.client.patch("v1", "nodes", NODE, {"status": status}, sub="status", kind="strategic")
+
+    async def _heartbeat(self):
+        """The node Lease every 10 s and the Ready condition every minute, as a kubelet."""
+        last_status = time.monotonic()
+        while not self._stop:
+            await asyncio.sleep(10)
+            try:
+                await self.client.patch("coordination.k8s.io/v1", "leases", NODE,
+                                        {"spec": {"renewTime": _micro_now()}}, "kube-node-lease")
+                if time.monotonic() - last_status > 60:
+                    await self._node_status()
+                    last_status = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - retried on the next beat
+                self._error(f"heartbeat: {e}")
+
+    # --- volumes ---------------------------------------------------------------------------
+
+    async def _ensure_storage_class(self):
+        await self.client.request("POST", "/apis/storage.k8s.io/v1/storageclasses", {
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": STORAGE_CLASS,
+                         "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+        }, ok_409=True)
+
+    async def claim_path(self, ns: str, claim: str) -> Path:
+        """The host directory of a bound claim (ValueError while it is not bound)."""
+        pvc = await self.client.get("v1", "persistentvolumeclaims", claim, ns, ok_404=True)
+        if pvc is None:
+            raise ValueError(f"persistentvolumeclaim {claim} not found")
+        volume = (pvc.get("spec") or {}).get("volumeName")
+        if not volume or (pvc.get("status") or {}).get("phase") != "Bound":
+            raise ValueError(f"persistentvolumeclaim {claim} is not bound yet")
+        pv = await self.client.get("v1", "persistentvolumes", volume)
+        return Path(pv["spec"]["hostPath"]["path"])
+
+    async def _on_pvc(self, etype, pvc):
+        """Provisions a PersistentVolume for a pending claim of the kit's provisioner."""
+        if etype in ("RELIST", "DELETED"):
+            return
+        meta, spec = pvc["metadata"], pvc.get("spec") or {}
+        annotations = meta.get("annotations") or {}
+        if spec.get("volumeName") or meta.get("deletionTimestamp"):
+            return
+        if annotations.get("volume.kubernetes.io/storage-provisioner") != PROVISIONER:
+            return  # the PV controller names the provisioner once the claim's class is known
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        path = self.workdir / "pv" / ns / f"{name}-{uid[:8]}"
+        path.mkdir(parents=True, exist_ok=True)
+        pv = {
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": f"pvc-{uid}", "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+            "spec": {
+                "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")},
+                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "volumeMode": spec.get("volumeMode") or "Filesystem",
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": spec.get("storageClassName") or STORAGE_CLASS,
+                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": ns, "name": name,
+                             "uid": uid},
+                "hostPath": {"path": str(path), "type": "Directory"},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE]}]}]}},
+            },
+        }
+        await self.client.request("POST", "/api/v1/persistentvolumes", pv, ok_409=True)
+
+    async def _on_pv(self, etype, pv):
+        """Deletes a Released volume of the kit's provisioner, and its directory."""
+        if etype in ("RELIST", "DELETED"):
+            return
+        if ((pv["metadata"].get("annotations") or {}).get("pv.kubernetes.io/provisioned-by") != PROVISIONER
+                or (pv.get("status") or {}).get("phase") != "Released"
+                or pv["spec"].get("persistentVolumeReclaimPolicy") != "Delete"):
+            return
+        shutil.rmtree(pv["spec"]["hostPath"]["path"], ignore_errors=True)
+        await self.client.delete("v1", "persistentvolumes", pv["metadata"]["name"])
+
+    # --- pods ------------------------------------------------------------------------------
+
+    async def _watch_loop(self, kind, handler, field_selector=None):
         api_version, plural = kind
         while not self._stop:
             try:
-                listing = await self.client.list(api_version, plural, self.namespace)
+                listing = await self.client.list(api_version, plural, field_selector=field_selector)
                 seen = set()
                 for obj in listing.get("items") or []:
-                    seen.add((obj["metadata"].get("namespace"), obj["metadata"]["name"]))
-                    await handler("ADDED", obj)
+                    seen.add(obj["metadata"]["uid"])
+                    await self._handle(handler, "ADDED", obj)
                 await handler("RELIST", seen)
                 rv = listing["metadata"]["resourceVersion"]
-                async for etype, obj in self.client.watch(api_version, plural, self.namespace, rv):
+                async for etype, obj in self.client.watch(api_version, plural, resource_version=rv,
+                                                          field_selector=field_selector):
                     if etype == "ERROR":
                         break
-                    if etype == "BOOKMARK":
-                        continue
-                    await handler(etype, obj)
+                    if etype != "BOOKMARK":
+                        await self._handle(handler, etype, obj)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - reconnect and relist
@@ -496,217 +645,82 @@ class Kubelet:
                     log.debug("watch %s: %s", plural, e)
                     await asyncio.sleep(0.5)
 
-    async def _on_sts(self, etype, obj):
-        if etype == "RELIST":
-            for key in list(self.statefulsets):
-                if key not in obj:
-                    del self.statefulsets[key]
-        else:
-            key = (obj["metadata"].get("namespace"), obj["metadata"]["name"])
-            if etype == "DELETED":
-                self.statefulsets.pop(key, None)
-            else:
-                self.statefulsets[key] = obj
-        self.wake()
+    async def _handle(self, handler, etype, obj):
+        try:
+            await handler(etype, obj)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - logged; the next event or relist retries
+            self._error(f"{etype} {obj['kind'] if 'kind' in obj else ''} {obj['metadata'].get('name')}: "
+                        f"{type(e).__name__}: {e}")
 
-    async def _on_pod(self, etype, obj):
+    async def _on_pod(self, etype, pod):
         if etype == "RELIST":
-            for key in list(self.known_pods):
-                if key not in obj:
-                    del self.known_pods[key]
-                    self._pod_gone(key)
-            self.wake()
+            for uid in [u for u in self.pods if u not in pod]:
+                self._terminate(uid, delete_object=False)
             return
-        key = (obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        meta = pod["metadata"]
+        uid = meta["uid"]
         if etype == "DELETED":
-            self.known_pods.pop(key, None)
-            runner = self.pods.get(key)
-            if runner and runner.uid == obj["metadata"].get("uid"):
-                self._pod_gone(key)
-        else:
-            self.known_pods[key] = obj
-        self.wake()
-
-    async def _on_pvc(self, etype, obj):
-        if etype != "DELETED":
+            self._terminate(uid, delete_object=False)
             return
-        ns, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
-        self.claims.discard((ns, name))
-        in_use = any(
-            r.ns == ns and not r.terminating
-            and any((v.get("persistentVolumeClaim") or {}).get("claimName") == name for v in r.pod["spec"].get("volumes") or [])
-            for r in self.pods.values())
-        if not in_use:  # a claim in use keeps its directory, as a PVC in use waits for its pod
-            shutil.rmtree(self.claim_dir(ns, name), ignore_errors=True)
+        if meta.get("deletionTimestamp"):
+            if uid in self.pods:
+                self.pods[uid].pod = pod
+                self._terminate(uid, delete_object=True)
+            elif uid not in self.stopping:
+                await self._delete_object(pod)
+            return
+        runner = self.pods.get(uid)
+        if runner is not None:
+            runner.pod = pod
+            return
+        if uid in self.stopping:
+            return
+        runner = PodRunner(self, pod, self.pod_ip(meta["namespace"], meta["name"]))
+        self.pods[uid] = runner
+        runner.task = asyncio.create_task(runner.run())
 
-    def grace_for(self, pod: dict) -> float:
-        grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30) or 0)
-        return min(grace, self.max_grace) if self.max_grace is not None else grace
-
-    def _pod_gone(self, key):
-        """The Pod object is gone: stop its process."""
-        runner = self.pods.pop(key, None)
+    def _terminate(self, uid: str, delete_object: bool):
+        """Stops a pod's process; then, for a pod being deleted gracefully, removes its object."""
+        runner = self.pods.pop(uid, None)
         if runner is None:
             return
         grace = self.grace_for(runner.pod)
 
         async def finish():
-            await runner.terminate(grace)
-            shutil.rmtree(runner.dir / "volumes", ignore_errors=True)
-            self.stopping.pop(key, None)
-            self.wake()
-
-        self.stopping[key] = asyncio.create_task(finish())
-
-    # --- reconcile -------------------------------------------------------------------------
-
-    async def _reconcile_loop(self):
-        while not self._stop:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            for key in list(self.statefulsets):
-                try:
-                    await self._reconcile(key)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - logged, retried on the next pass
-                    self._error(f"reconcile {key}: {type(e).__name__}: {e}")
-            # Pods of StatefulSets that are gone.
-            for key, runner in list(self.pods.items()):
-                if runner.sts_key not in self.statefulsets:
-                    try:
-                        await self._delete_pod(runner)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as e:  # noqa: BLE001 - retried on the next pass
-                        self._error(f"delete pod {key}: {type(e).__name__}: {e}")
+                await runner.terminate(grace)
+                shutil.rmtree(runner.dir / "volumes", ignore_errors=True)
+                if delete_object:
+                    await self._delete_object(runner.pod)
+            except Exception as e:  # noqa: BLE001 - logged
+                self._error(f"terminate {runner.ns}/{runner.name}: {e}")
+            finally:
+                self.stopping.pop(uid, None)
+
+        self.stopping[uid] = asyncio.create_task(finish())
+
+    async def _delete_object(self, pod: dict):
+        meta = pod["metadata"]
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                "preconditions": {"uid": meta["uid"]}}
+        try:
+            await self.client.request("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+                                      body, ok_404=True)
+        except KubeError as e:
+            if e.code != 409:  # 409: a new pod of that name already (the uid precondition)
+                raise
 
     def _error(self, msg: str):
         log.warning(msg)
         self.errors.append(msg)
         del self.errors[:-100]
 
-    async def _reconcile(self, key):
-        sts = self.statefulsets[key]
-        ns, name = key
-        spec = sts.get("spec") or {}
-        replicas = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
-        revision = podspec.template_revision(sts)
-        parallel = spec.get("podManagementPolicy") == "Parallel"
-        mine = {r.ordinal: r for r in self.pods.values() if r.sts_key == key}
-        stopping = {podspec.ordinal_of(name, k[1]) for k in self.stopping if k[0] == ns}
-        stopping.discard(None)
-
-        # Claims for every ordinal that should run.
-        for ordinal in range(replicas):
-            pod = podspec.pod_name(sts, ordinal)
-            for claim in spec.get("volumeClaimTemplates") or []:
-                cname = podspec.claim_name(claim["metadata"]["name"], pod)
-                self.claim_dir(ns, cname).mkdir(parents=True, exist_ok=True)
-                if (ns, cname) not in self.claims:
-                    try:
-                        await self.client.create(podspec.pvc_for(sts, claim, pod), ns)
-                    except KubeError as e:
-                        if e.code != 409:
-                            raise
-                    self.claims.add((ns, cname))
-
-        # Scale down: highest ordinal first (all at once for Parallel).
-        excess = sorted((o for o in mine if o >= replicas), reverse=True)
-        for ordinal in excess:
-            if not parallel and (stopping or ordinal != excess[0]):
-                break
-            await self._delete_pod(mine.pop(ordinal))
-        if excess and (spec.get("persistentVolumeClaimRetentionPolicy") or {}).get("whenScaled") == "Delete":
-            for ordinal in excess:
-                pod = podspec.pod_name(sts, ordinal)
-                for claim in spec.get("volumeClaimTemplates") or []:
-                    cname = podspec.claim_name(claim["metadata"]["name"], pod)
-                    await self.client.delete("v1", "persistentvolumeclaims", cname, ns)
-                    self.claims.discard((ns, cname))
-
-        # Scale up / recreate.
-        for ordinal in range(replicas):
-            if ordinal in mine or ordinal in stopping:
-                continue
-            if not parallel and not all(mine.get(o) and mine[o].ready for o in range(ordinal)):
-                break
-            runner = await self._create_pod(sts, ordinal, revision)
-            if runner:
-                mine[ordinal] = runner
-
-        # Rolling update: one pod at a time, only while all are ready.
-        strategy = spec.get("updateStrategy") or {}
-        if strategy.get("type", "RollingUpdate") == "RollingUpdate":
-            partition = int((strategy.get("rollingUpdate") or {}).get("partition", 0) or 0)
-            all_ready = (len(mine) == replicas and not stopping and
-                         all(r.ready and not r.terminating for r in mine.values()))
-            if all_ready:
-                old = sorted((o for o, r in mine.items() if r.revision != revision and o >= partition),
-                             reverse=True)
-                if old:
-                    await self._delete_pod(mine.pop(old[0]))
-
-        await self._update_status(sts, mine, revision, replicas)
-
-    async def _create_pod(self, sts, ordinal, revision) -> PodRunner | None:
-        ns = sts["metadata"]["namespace"]
-        pod = podspec.pod_for(sts, ordinal, revision)
-        name = pod["metadata"]["name"]
-        existing = self.known_pods.get((ns, name))
-        if existing is not None:
-            # Left from an earlier kubelet, or not yet seen gone: replace it.
-            await self.client.delete("v1", "pods", name, ns)
-            self.known_pods.pop((ns, name), None)
-        try:
-            created = await self.client.create(pod, ns)
-        except KubeError as e:
-            if e.code == 409:
-                return None
-            raise
-        self.known_pods[(ns, name)] = created
-        ip = self.ips.ip((ns, sts["metadata"]["name"], ordinal))
-        runner = PodRunner(self, created, (ns, sts["metadata"]["name"]), ordinal, ip)
-        self.pods[(ns, name)] = runner
-        runner.task = asyncio.create_task(runner.run())
-        return runner
-
-    async def _delete_pod(self, runner: PodRunner):
-        key = (runner.ns, runner.name)
-        await self.client.delete("v1", "pods", runner.name, runner.ns)
-        self.known_pods.pop(key, None)
-        self._pod_gone(key)
-
-    async def _update_status(self, sts, mine: dict, revision: str, replicas: int):
-        pods = list(mine.values())
-        ready = sum(1 for r in pods if r.ready)
-        updated = sum(1 for r in pods if r.revision == revision)
-        current_status = sts.get("status") or {}
-        current_rev = current_status.get("currentRevision") or revision
-        if updated == replicas and len(pods) == replicas:
-            current_rev = revision
-        status = {
-            "observedGeneration": sts["metadata"].get("generation", 1),
-            "replicas": len(pods), "readyReplicas": ready, "availableReplicas": ready,
-            "currentReplicas": sum(1 for r in pods if r.revision == current_rev),
-            "updatedReplicas": updated, "currentRevision": current_rev, "updateRevision": revision,
-            "collisionCount": 0,
-        }
-        if all(current_status.get(k) == v for k, v in status.items()):
-            return
-        out = await self.client.patch("apps/v1", "statefulsets", sts["metadata"]["name"], {"status": status},
-                                      sts["metadata"]["namespace"], sub="status")
-        key = (sts["metadata"]["namespace"], sts["metadata"]["name"])
-        if key in self.statefulsets:
-            self.statefulsets[key] = out
-
     # --- fault injection (call on the kubelet's loop) ----------------------------------------
 
     def runner(self, ns: str, pod: str) -> PodRunner:
-        r = self.pods.get((ns, pod))
+        r = next((r for r in self.pods.values() if (r.ns, r.name) == (ns, pod)), None)
         if r is None:
             raise KeyError(f"no running pod {ns}/{pod}")
         return r

@@ -23,15 +23,16 @@ async def bootstrap_annotations(kubelet, interval: float = 1.0):
     set_by_kit: dict[tuple, str] = {}
     while True:
         try:
-            listing = await kubelet.client.list(KC, "kafkaclusters", kubelet.namespace)
+            listing = await kubelet.client.list(KC, "kafkaclusters")
             for kc in listing.get("items") or []:
                 meta = kc["metadata"]
                 key = (meta["namespace"], meta["name"])
-                sts = kubelet.statefulsets.get((meta["namespace"], f"{meta['name']}-kafka"))
+                sts = await kubelet.client.get("apps/v1", "statefulsets", f"{meta['name']}-kafka",
+                                               meta["namespace"], ok_404=True)
                 if sts is None:
                     continue
                 replicas = max(1, int((sts.get("spec") or {}).get("replicas") or 1))
-                want = ",".join(f"{kubelet.ips.ip((meta['namespace'], sts['metadata']['name'], i))}:9092"
+                want = ",".join(f"{kubelet.pod_ip(meta['namespace'], sts['metadata']['name'] + '-' + str(i))}:9092"
                                 for i in range(replicas))
                 have = (meta.get("annotations") or {}).get(ANNOTATION)
                 if have == want or (have is not None and have != set_by_kit.get(key)):
