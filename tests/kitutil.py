@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import urllib.request
 from pathlib import Path
 
@@ -12,20 +11,12 @@ import yaml
 from kit.client import SyncClient
 
 ROOT = Path(__file__).resolve().parent.parent
-CRDS = sorted((ROOT / "crds").glob("*.yaml"))
 KC = "kafka.sluice.dev/v1alpha1"
 
 
-def apply_crds(kube: SyncClient):
-    for path in CRDS:
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
-                kube.apply(doc, field_manager="kit-test")
-
-
-def operator_kit(tmp_path: Path):
-    """Fixture body: a kit with the CRDs and the real operator, stopped afterwards; the
-    operator must exit cleanly."""
+def operator_kit(request, tmp_path: Path):
+    """Fixture body: a kit with the operator installed by its Helm chart (values from the test's
+    `operator_values` marker), stopped afterwards; every operator pod must exit cleanly."""
     import pytest
 
     from conftest import BROKER_BIN, OPERATOR_BIN
@@ -34,13 +25,27 @@ def operator_kit(tmp_path: Path):
     for b in (BROKER_BIN, OPERATOR_BIN):
         if not b.exists():
             pytest.fail(f"{b} not found (cargo build --release -p sluice-broker -p sluice-operator)")
-    k = Kit(tmp_path / "kit", binaries={"sluice-broker": str(BROKER_BIN)}, max_grace=20).start()
-    apply_crds(k.kube)
-    k.start_operator(OPERATOR_BIN)
-    yield k
-    rc = k.stop_operator()
-    k.stop(grace=3)
-    assert rc == 0, f"operator exited with {rc}:\n{k.operator_log.read_text()[-3000:]}"
+    marker = request.node.get_closest_marker("operator_values")
+    values = marker.args if marker else ()
+    k = Kit(tmp_path / "kit", binaries={"sluice-broker": str(BROKER_BIN), "sluice-operator": str(OPERATOR_BIN)},
+            max_grace=20).start()
+    try:
+        k.install_operator(*values)
+        yield k
+        codes = k.stop_operator()
+        assert codes and all(c == 0 for c in codes.values()), \
+            f"operator exit codes {codes}:\n{k.operator_log()[-3000:]}"
+    finally:
+        k.stop(grace=3)
+
+
+def operator_pod(kit) -> str:
+    """The name of the (one) running operator pod."""
+    from kit import pod_ready
+
+    pods = [p for p in kit.operator_pods() if pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]["metadata"]["name"]
 
 
 def condition(obj: dict, type_: str) -> dict | None:
@@ -50,27 +55,6 @@ def condition(obj: dict, type_: str) -> dict | None:
 
 def load_example(name: str) -> dict:
     return yaml.safe_load((ROOT / "examples" / name).read_text())
-
-
-def watch_events(kube: SyncClient, path: str, count: int, timeout: float = 10.0, **params) -> list:
-    """Opens a watch on `path` and returns its first `count` events (type, object), failing
-    after `timeout` seconds."""
-    q = "&".join(f"{k}={v}" for k, v in {"watch": "1", **params}.items())
-    req = urllib.request.Request(f"{kube.conn.server}{path}?{q}", headers=kube.conn.headers)
-    out = []
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        while len(out) < count:
-            line = r.readline()
-            if not line:
-                break
-            ev = json.loads(line)
-            out.append((ev["type"], ev["object"]))
-    return out
-
-
-def random_loopback_base() -> str:
-    """A random 127.A.B.0/24 block for one test's pod addresses (never 127.0.0.x)."""
-    return f"127.{random.randint(1, 254)}.{random.randint(0, 254)}"
 
 
 def broker_objects(name: str, namespace: str, replicas: int, cluster_id: str,
@@ -151,6 +135,7 @@ class WatchRecorder:
         q = "&".join(f"{k}={v}" for k, v in {"watch": "1", "resourceVersion": rv,
                                               "timeoutSeconds": "600", **params}.items())
         self._req = urllib.request.Request(f"{kube.conn.server}{path}?{q}", headers=kube.conn.headers)
+        self._ctx = kube.conn.ssl_context
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -158,7 +143,7 @@ class WatchRecorder:
         import time
 
         try:
-            with urllib.request.urlopen(self._req, timeout=600) as r:
+            with urllib.request.urlopen(self._req, timeout=600, context=self._ctx) as r:
                 while not self._stop:
                     line = r.readline()
                     if not line:

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from conftest import OPERATOR_BIN
-from kit import Kit, wait_for
-from kitutil import KC, condition, load_example, operator_kit
+from kit import OPERATOR_NS, Kit, wait_for
+from kit.client import KubeError
+from kitutil import KC, WatchRecorder, condition, load_example, operator_kit, operator_pod
 
 pytestmark = [pytest.mark.kit, pytest.mark.timeout(300)]
 
@@ -19,8 +19,8 @@ NS = "default"
 
 
 @pytest.fixture
-def kit(tmp_path):
-    yield from operator_kit(tmp_path)
+def kit(request, tmp_path):
+    yield from operator_kit(request, tmp_path)
 
 
 def wait_cluster_ready(kit: Kit, name: str, replicas: int, timeout: float = 150) -> dict:
@@ -35,12 +35,29 @@ def wait_cluster_ready(kit: Kit, name: str, replicas: int, timeout: float = 150)
     except AssertionError:
         kc = kit.kube.get(KC, "kafkaclusters", name, NS)
         raise AssertionError(f"status: {kc.get('status')}\noperator log:\n"
-                             f"{kit.operator_log.read_text()[-4000:]}") from None
+                             f"{kit.operator_log()[-4000:]}") from None
 
 
 def test_cluster_and_topic_from_the_examples(kit):
-    kit.kube.create(load_example("kafkacluster.yaml"), NS)
-    kc = wait_cluster_ready(kit, "demo", 3)
+    # The API server enforces the CRD's CEL rules, naming the field.
+    long_name = load_example("kafkacluster.yaml")
+    long_name["metadata"]["name"] = "x" * 47
+    with pytest.raises(KubeError) as refused:
+        kit.kube.create(long_name, NS)
+    assert refused.value.code == 422
+    assert "metadata.name: Invalid value" in str(refused.value) and "<nil>" not in str(refused.value), \
+        refused.value
+
+    rec = WatchRecorder(kit.kube, f"/apis/{KC}/namespaces/{NS}/kafkaclusters")
+    try:
+        kit.kube.create(load_example("kafkacluster.yaml"), NS)
+        kc = wait_cluster_ready(kit, "demo", 3)
+    finally:
+        rec.stop()
+    # A new cluster coming up is no rolling update.
+    reasons = {(c["type"], c["reason"]) for _, _, o in rec.events
+               for c in (o.get("status") or {}).get("conditions") or []}
+    assert ("Progressing", "RollingUpdate") not in reasons, reasons
     assert kc["status"]["clusterId"]
     assert kc["status"]["bootstrapServers"] == f"demo-kafka-bootstrap.{NS}.svc:9092"
     sts = kit.kube.get("apps/v1", "statefulsets", "demo-kafka", NS)
@@ -109,7 +126,7 @@ def topic_ready(kit: Kit, name: str, generation: int | None = None):
     except AssertionError:
         kt = kit.kube.get(KC, "kafkatopics", name, NS)
         raise AssertionError(f"{name} status: {kt.get('status')}\noperator log:\n"
-                             f"{kit.operator_log.read_text()[-3000:]}") from None
+                             f"{kit.operator_log()[-3000:]}") from None
 
 
 def bootstrap_of(kit: Kit, replicas: int = 3) -> str:
@@ -201,21 +218,19 @@ def test_config_change_rolls_brokers_one_at_a_time_without_losing_acked_records(
 
 
 def test_operator_restarted_mid_reconcile_picks_up(kit):
-    kit.stop_operator()
-    kit.start_operator(OPERATOR_BIN)
     kit.kube.create(load_example("kafkacluster.yaml"), NS)
-    # Stop the operator (SIGKILL: no clean shutdown) once it has applied the StatefulSet, before
-    # the cluster is Ready.
+    # Freeze the operator (SIGSTOP) once it has applied the StatefulSet, before the cluster is
+    # Ready; later SIGKILL it (no clean shutdown) and its container restarts, as after a crash.
     wait_for(lambda: kit.kube.get("apps/v1", "statefulsets", "demo-kafka", NS, ok_404=True), timeout=30,
              interval=0.05, msg="StatefulSet applied")
-    kit.operator.kill()
-    kit.operator.wait()
+    pod = operator_pod(kit)
+    kit.pause(OPERATOR_NS, pod)
     kc = kit.kube.get(KC, "kafkaclusters", "demo", NS)
     cluster_id = kc["status"]["clusterId"]
     # While it is down: a topic appears and the cluster grows.
     kit.kube.create(topic_resource("late", 2, 3), NS)
     kit.kube.patch(KC, "kafkaclusters", "demo", {"spec": {"replicas": 4}}, NS)
-    kit.start_operator(OPERATOR_BIN)
+    kit.kill(OPERATOR_NS, pod)
     kc = wait_cluster_ready(kit, "demo", 4)
     assert kc["status"]["clusterId"] == cluster_id, "the cluster id survives the restart"
     topic_ready(kit, "late")
@@ -224,3 +239,35 @@ def test_operator_restarted_mid_reconcile_picks_up(kit):
     assert sts["spec"]["replicas"] == 4
     managers = {m["manager"] for m in sts["metadata"]["managedFields"] if m["operation"] == "Apply"}
     assert managers == {"sluice-operator"}
+    restarts = kit.kube.get("v1", "pods", pod, OPERATOR_NS)["status"]["containerStatuses"][0]["restartCount"]
+    assert restarts == 1, f"the operator container restarted {restarts} times"
+
+
+def test_operator_stands_down_in_a_terminating_namespace(kit):
+    ns = "doomed"
+    kit.kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    wait_for(lambda: kit.kube.get("v1", "serviceaccounts", "default", ns, ok_404=True), timeout=30,
+             msg="the namespace's default ServiceAccount")
+    kit.kube.create(load_example("kafkacluster-dev.yaml"), ns)
+    topic = topic_resource("doomed-topic", 1, 1)
+    topic["spec"]["cluster"] = "dev"
+    kit.kube.create(topic, ns)
+
+    def settled():
+        kc = kit.kube.get(KC, "kafkaclusters", "dev", ns)
+        kt = kit.kube.get(KC, "kafkatopics", "doomed-topic", ns)
+        return all((condition(o, "Ready") or {}).get("status") == "True" for o in (kc, kt))
+    wait_for(settled, timeout=120, interval=0.5, msg="cluster and topic Ready")
+    log_before = len(kit.operator_log())
+
+    kit.kube.delete("v1", "namespaces", ns)
+    wait_for(lambda: kit.kube.get("v1", "namespaces", ns, ok_404=True) is None, timeout=120, interval=0.5,
+             msg="namespace gone")
+    # Everything in it went with it, and the operator did not fight the deletion: no attempt to
+    # re-create objects in it (403 NamespaceTerminating), no status writes to objects already gone.
+    after = kit.operator_log()[log_before:]
+    fights = [line for line in after.splitlines()
+              if "WARN" in line and ns in line
+              and ("being terminated" in line or "NamespaceTerminating" in line or "404" in line)]
+    assert not fights, "\n".join(fights[:20])
+    assert not kit.kube.list("v1", "persistentvolumeclaims", ns)["items"]

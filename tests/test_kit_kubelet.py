@@ -1,7 +1,10 @@
-"""The kit's kubelet running hand-written broker StatefulSets as sluice-broker processes."""
+"""The kit's node agent running hand-written broker StatefulSets (pods and claims from the real
+StatefulSet controller, bound by the real scheduler) as sluice-broker processes."""
 
 from __future__ import annotations
 
+import os
+import signal
 
 import pytest
 
@@ -70,7 +73,8 @@ def test_one_broker_runs_and_keeps_its_data_across_a_pod_restart(kit):
     bootstrap = f"{ip}:9092"
     reports = produce_confluent(bootstrap, "kit-solo", [b"before restart"])
     assert reports[0][0] is None
-    data_dir = kit.workdir / "pvc" / NS / "data-solo-kafka-0" / "data"
+    assert pvc["spec"]["storageClassName"] == "kit-local", "the default StorageClass"
+    data_dir = kit.claim_path(NS, "data-solo-kafka-0") / "data"
     assert any(p.name.startswith("kit-solo-") for p in data_dir.iterdir()), list(data_dir.iterdir())
     # Delete the pod: the StatefulSet brings it back with the same address and claim.
     kit.kube.delete("v1", "pods", "solo-kafka-0", NS)
@@ -102,15 +106,18 @@ def test_three_brokers_become_ready_then_scale_down_to_one(kit):
     # Claims (Retain) and their data stay.
     for i in range(3):
         assert kit.kube.get("v1", "persistentvolumeclaims", f"data-trio-kafka-{i}", NS)
-        assert (kit.workdir / "pvc" / NS / f"data-trio-kafka-{i}").is_dir()
+        assert kit.claim_path(NS, f"data-trio-kafka-{i}").is_dir()
     # Their processes stop (SIGTERM: controlled shutdown; SIGKILL after the capped grace period).
     for i in (1, 2):
         wait_for(lambda: "terminated, exit" in kit.pod_log(NS, f"trio-kafka-{i}").read_text(), timeout=30,
                  msg=f"trio-kafka-{i} stopped")
-    assert kit.call(lambda: sorted(n for _, n in kit.kubelet.pods)) == ["trio-kafka-0"]
-    # Deleting a claim deletes its directory.
+    assert kit.call(lambda: sorted(r.name for r in kit.kubelet.pods.values())) == ["trio-kafka-0"]
+    # Deleting a claim releases its volume, which is deleted with its directory (reclaimPolicy Delete).
+    path = kit.claim_path(NS, "data-trio-kafka-2")
+    volume = kit.kube.get("v1", "persistentvolumeclaims", "data-trio-kafka-2", NS)["spec"]["volumeName"]
     kit.kube.delete("v1", "persistentvolumeclaims", "data-trio-kafka-2", NS)
-    wait_for(lambda: not (kit.workdir / "pvc" / NS / "data-trio-kafka-2").exists(), timeout=10, msg="claim dir gone")
+    wait_for(lambda: not path.exists() and not kit.kube.get("v1", "persistentvolumes", volume, ok_404=True),
+             timeout=30, msg="volume and its directory gone")
 
 
 def test_template_change_rolls_highest_ordinal_first(kit):
@@ -146,10 +153,9 @@ def test_kill_and_pause_a_pod(kit):
         p = pods(kit, sts)["fault-kafka-0"]
         return p, p["status"]["containerStatuses"][0]
 
-    # Killed (through the kit's HTTP control endpoint): the container restarts in the same pod.
-    listed = kit.kube.request("GET", "/kit/v1/pods")
-    assert [(p["name"], p["ip"]) for p in listed] == [("fault-kafka-0", kit.pod_ip(NS, sts, 0))]
-    kit.kube.request("POST", f"/kit/v1/namespaces/{NS}/pods/fault-kafka-0/kill")
+    # Killed (SIGKILL of the pid the agent records): the container restarts in the same pod.
+    pid = int((kit.workdir / "pods" / NS / "fault-kafka-0" / "pid").read_text())
+    os.kill(pid, signal.SIGKILL)
     wait_for(lambda: status()[1]["restartCount"] == 1 and ready(status()[0]), timeout=60,
              msg="restarted and ready")
     assert status()[0]["metadata"]["uid"] == uid
@@ -163,24 +169,6 @@ def test_kill_and_pause_a_pod(kit):
         kit.resume(NS, "fault-kafka-0")
     wait_for(lambda: ready(status()[0]), timeout=30, msg="Ready after resume")
     assert status()[1]["restartCount"] == 1, "a pause shorter than the liveness budget restarts nothing"
-
-
-def test_kubelet_alone_against_an_api_server_given_by_kubeconfig(tmp_path):
-    from kit.apiserver import ApiServerThread
-
-    server = ApiServerThread(tmp_path / "other" / "kubeconfig")
-    k = Kit(tmp_path / "kit", binaries={"sluice-broker": str(BROKER_BIN)}, kubeconfig=server.kubeconfig,
-            max_grace=20)
-    try:
-        k.start()
-        assert k.apiserver is None and k.kubeconfig == server.kubeconfig
-        sts = create_brokers(k, "remote", 1)
-        _, ps = wait_ready(k, sts, 1)
-        assert ps["remote-kafka-0"]["status"]["podIP"] == k.pod_ip(NS, sts, 0)
-    finally:
-        k.stop(grace=3)
-        server.stop()
-    assert "terminated, exit" in k.pod_log(NS, "remote-kafka-0").read_text()
 
 
 def test_failing_liveness_probe_restarts_the_container(kit):

@@ -27,9 +27,9 @@ import uuid
 import pytest
 
 from cluster import ContinuousProducer, check_acknowledged, metadata_request, read_partitions
-from conftest import OPERATOR_BIN, rdkafka_conf
-from kit import Kit, wait_for
-from kitutil import KC, WatchRecorder, condition, load_example, operator_kit
+from conftest import rdkafka_conf
+from kit import OPERATOR_NS, Kit, wait_for
+from kitutil import KC, WatchRecorder, condition, load_example, operator_kit, operator_pod
 
 pytestmark = [pytest.mark.kit, pytest.mark.timeout(600)]
 
@@ -43,8 +43,8 @@ POD_PATH = f"/api/v1/namespaces/{NS}/pods"
 
 
 @pytest.fixture
-def kit(tmp_path):
-    yield from operator_kit(tmp_path)
+def kit(request, tmp_path):
+    yield from operator_kit(request, tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def bootstrap_of(kit: Kit, replicas: int = 3) -> str:
 
 def log_tail(kit: Kit, chars: int = 6000) -> str:
     try:
-        return kit.operator_log.read_text(errors="replace")[-chars:]
+        return kit.operator_log()[-chars:]
     except OSError as e:
         return f"(no operator log: {e})"
 
@@ -572,6 +572,33 @@ def test_scale_up_3_to_5_moves_replicas_and_leaders_onto_new_brokers(kit):
         f"StatefulSet replicas over time {sts_timeline(sts_rec)}; AddingBrokers first seen at {first_adding}"
     assert not topic_moves_started(kit), \
         f"the KafkaTopic controller started reassignments during the rebalance: {topic_moves_started(kit)}"
+    # Each distinct message is an Event of its own, not a count on the first one's series.
+    notes = kc_event_notes(kit)
+    assert {"3/3 brokers ready", "5/5 brokers ready"} <= set(notes.get("ClusterReady", [])), notes
+    assert "brokers 3 -> 5" in notes.get("Scaled", []), notes
+    # The moves gauge does not keep the finished operation's last figure.
+    assert operator_metric(kit, "sluice_operator_partition_moves_pending", f'cluster="{NS}/{CLUSTER}"') == 0
+
+
+def kc_event_notes(kit: Kit) -> dict[str, list[str]]:
+    """The notes of the cluster's Events (events.k8s.io), by reason."""
+    out: dict[str, list[str]] = {}
+    for e in kit.kube.list("events.k8s.io/v1", "events", NS)["items"]:
+        regarding = e.get("regarding") or {}
+        if regarding.get("kind") == "KafkaCluster" and regarding.get("name") == CLUSTER:
+            out.setdefault(e["reason"], []).append(e.get("note"))
+    return out
+
+
+def operator_metric(kit: Kit, name: str, labels: str) -> float | None:
+    """A sample from the (leading) operator pod's /metrics."""
+    import urllib.request
+
+    ip = kit.pod_ip(OPERATOR_NS, operator_pod(kit))
+    with urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=10) as r:
+        text = r.read().decode()
+    prefix = f"{name}{{{labels}}} "
+    return next((float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)), None)
 
 
 def test_scale_down_5_to_3_drains_first(kit):
@@ -750,12 +777,8 @@ def test_topic_replicas_1_3_2_and_partitions_3_to_8_under_load(kit):
 
 
 # Few moves at a time, so the drain spans several reconciles.
-SLOW_DRAIN = ("--max-partition-moves", "2")
-
-
+@pytest.mark.operator_values("maxPartitionMoves=2")
 def test_operator_killed_mid_drain_finishes_it(kit):
-    kit.stop_operator()
-    kit.start_operator(OPERATOR_BIN, *SLOW_DRAIN)
     create_cluster(kit, 5)
     bootstrap = bootstrap_of(kit, 3)
     kit.kube.create(topic_resource("drain", 12, 3), NS)
@@ -772,8 +795,9 @@ def test_operator_killed_mid_drain_finishes_it(kit):
         kc = wait(kit, lambda: (lambda kc: (operation_of(kc) or {}).get("phase") == "Draining" and kc)(get_kc(kit)),
                   90, "operation phase Draining", interval=0.1)
         before_kill = operation_of(kc)
-        kit.operator.kill()
-        kit.operator.wait()
+        # Frozen (SIGSTOP) while the checks run, then SIGKILLed: its container restarts.
+        pod = operator_pod(kit)
+        kit.pause(OPERATOR_NS, pod)
         md = cluster_metadata(kit)
         held = replicas_on(md, (3, 4))
         assert sum(held.values()) > 0, \
@@ -782,7 +806,7 @@ def test_operator_killed_mid_drain_finishes_it(kit):
         print(f"operator killed during {before_kill}; brokers 3 and 4 held {held}", flush=True)
 
         producer.wait_progress(20, timeout=30, what="while the operator is down")
-        kit.start_operator(OPERATOR_BIN, *SLOW_DRAIN)
+        kit.kill(OPERATOR_NS, pod)
         wait_cluster_settled(kit, 3, timeout=420)
         wait(kit, lambda: not {f"{STS}-3", f"{STS}-4"} & pod_names(kit), 60, "pods 3 and 4 gone")
         producer.wait_progress(20, timeout=60, what="after the scale-down")
@@ -808,3 +832,42 @@ def test_operator_killed_mid_drain_finishes_it(kit):
     check_scale_down_phases([p for _, p in phase_sequence(kc_rec)], ctx)
     assert not topic_moves_started(kit), \
         f"the KafkaTopic controller started reassignments during the drain: {topic_moves_started(kit)}{ctx}"
+
+
+def lease_holder(kit: Kit) -> str | None:
+    lease = kit.kube.get("coordination.k8s.io/v1", "leases", "sluice-operator", OPERATOR_NS, ok_404=True)
+    return lease and lease["spec"].get("holderIdentity")
+
+
+@pytest.mark.operator_values("replicaCount=2", "maxPartitionMoves=2")
+def test_standby_operator_takes_the_lease_and_finishes_a_scale_up(kit):
+    """Two operator replicas from the chart (leader election on): the leader hangs in the middle
+    of a rebalance, the standby takes the Lease and finishes the operation."""
+    import contextlib
+
+    create_cluster(kit, 3)
+    kit.kube.create(topic_resource("handover", 12, 3), NS)
+    wait_topic_synced(kit, "handover", 12, 3)
+    pods = {p["metadata"]["name"] for p in kit.wait_operator_ready(2)}
+    leader = wait(kit, lambda: lease_holder(kit) in pods and lease_holder(kit), 30, "a leader among the pods")
+    standby = (pods - {leader}).pop()
+    kc_rec = WatchRecorder(kit.kube, KC_PATH)
+    try:
+        scale(kit, 5)
+        kc = wait(kit, lambda: (lambda kc: (operation_of(kc) or {}).get("phase") == "Rebalancing" and kc)(get_kc(kit)),
+                  180, "operation phase Rebalancing", interval=0.1)
+        started = operation_of(kc)["started"]
+        # A leader that hangs (SIGSTOP) renews nothing: its Lease runs out and the standby takes it.
+        kit.pause(OPERATOR_NS, leader)
+        wait(kit, lambda: lease_holder(kit) == standby, 90, f"{standby} holding the Lease")
+        wait_cluster_settled(kit, 5, timeout=360)
+    finally:
+        kc_rec.stop()
+        with contextlib.suppress(KeyError):  # liveness may have restarted it already
+            kit.resume(OPERATOR_NS, leader)
+    ops = operations(kc_rec)
+    assert ops and all(op["started"] == started for _, op in ops if op.get("kind") == "ScaleUp"), \
+        f"the standby began a new operation instead of finishing the running one:\n{operation_log(kc_rec)}"
+    check_operation_fields(kc_rec, "ScaleUp", 3, 5)
+    md = cluster_metadata(kit)
+    assert set(md.brokers) == set(range(5)) and within_one_of_mean(load(md, range(5))["replicas"]), describe_load(md)

@@ -123,8 +123,9 @@ class Kit:
     def resume(self, ns: str, pod: str):
         self.call(self.kubelet.resume, ns, pod)
 
-    def pod_ip(self, ns: str, pod: str) -> str:
-        return self.call(self.kubelet.pod_ip, ns, pod)
+    def pod_ip(self, ns: str, pod: str, ordinal: int | None = None) -> str:
+        """A pod's address (known before it runs); with `ordinal`, of the StatefulSet `pod`'s pod."""
+        return self.call(self.kubelet.pod_ip, ns, pod if ordinal is None else f"{pod}-{ordinal}")
 
     def pod_log(self, ns: str, pod: str) -> Path:
         return self.workdir / "pods" / ns / pod / "container.log"

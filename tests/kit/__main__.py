@@ -1,10 +1,11 @@
-"""`python -m tests.kit` (or scripts/kit.sh): the local API server, the kubelet and the real
-sluice-operator, then a shell with KUBECONFIG set. Leaving the shell stops everything.
+"""`python -m tests.kit` (or scripts/kit.sh): the real Kubernetes control plane on loopback, the
+node agent, and the operator installed with its Helm chart, then a shell with KUBECONFIG set and
+kubectl on PATH. Leaving the shell stops everything.
 
     scripts/kit.sh                       # build first: cargo build --release -p sluice-broker -p sluice-operator
-    kubectl apply --server-side --validate=false -f examples/kafkacluster.yaml
+    kubectl apply -f examples/kafkacluster.yaml
     kubectl get kc -w                    # until READY is 3 and STATUS is True
-    kubectl apply --server-side --validate=false -f examples/kafkatopic.yaml
+    kubectl apply -f examples/kafkatopic.yaml
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from . import Kit, wait_for
+from . import OPERATOR_NS, Kit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +31,6 @@ def main(argv=None) -> int:
     p.add_argument("--operator-bin", default=os.environ.get("SLUICE_OPERATOR_BIN", target / "sluice-operator"))
     p.add_argument("--no-operator", action="store_true", help="do not start the operator")
     p.add_argument("--ip-base", help="pod addresses 127.A.B.x (default: random 127.A.B)")
-    p.add_argument("--kubeconfig", help="run only the kubelet, against this API server")
     p.add_argument("--command", help="run this shell command instead of an interactive shell")
     args = p.parse_args(argv)
 
@@ -44,43 +42,35 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sluice-kit-"))
-    kit = Kit(workdir, binaries={"sluice-broker": str(args.broker_bin)}, ip_base=args.ip_base,
-              kubeconfig=args.kubeconfig)
+    kit = Kit(workdir, binaries={"sluice-broker": str(args.broker_bin), "sluice-operator": str(args.operator_bin)},
+              ip_base=args.ip_base)
+    print("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the node agent...",
+          flush=True)
     kit.start()
     try:
-        kube = kit.kube
-        if not args.kubeconfig:
-            for crd in sorted((ROOT / "crds").glob("*.yaml")):
-                for doc in yaml.safe_load_all(crd.read_text()):
-                    if doc:
-                        kube.apply(doc, field_manager="sluice-kit")
         if not args.no_operator:
-            kit.start_operator(args.operator_bin)
-            wait_for(lambda: kit.operator.poll() is not None or "connected to the Kubernetes API server"
-                     in kit.operator_log.read_text(errors="replace"), timeout=30, msg="operator start")
-            if kit.operator.poll() is not None:
-                print(kit.operator_log.read_text(errors="replace")[-3000:], file=sys.stderr)
-                return 1
+            print("helm install sluice-operator charts/sluice-operator -n sluice-system ...", flush=True)
+            kit.install_operator()
+        cp = kit.control_plane
         print(f"""
 sluice kit running
-  API server   {kit.apiserver.url if kit.apiserver else args.kubeconfig}
-  KUBECONFIG   {kit.kubeconfig}
-  pod IPs      {kit.ip_base}.2 and up, one per pod (kubectl get pods -o yaml: status.podIP)
-  logs         {workdir}/operator.log, {workdir}/pods/<ns>/<pod>/container.log
-  claims       {workdir}/pvc/<ns>/<claim>/
+  API server   {cp.url}  (logs: {cp.dir}/<component>.log)
+  KUBECONFIG   {kit.kubeconfig}  (cluster admin; the operator runs as its ServiceAccount)
+  pod IPs      {kit.ip_base}.2 and up, one per pod name (kubectl get pods -o wide)
+  logs         {workdir}/pods/<ns>/<pod>/container.log  (operator: namespace {OPERATOR_NS})
+  volumes      {workdir}/pv/<ns>/<claim>-<uid>/
 
-  kubectl apply --server-side --validate=false -f examples/kafkacluster.yaml
+  kubectl apply -f examples/kafkacluster.yaml
   kubectl get kc -w                      # until READY is 3 and STATUS is True
   kubectl get pods -o wide               # IP: the brokers' addresses
-  kubectl apply --server-side --validate=false -f examples/kafkatopic.yaml
-The kit serves no OpenAPI documents: kubectl apply/create need --validate=false.
+  kubectl apply -f examples/kafkatopic.yaml
 Brokers advertise their pod IPs: bootstrap from any pod IP, port 9092 (kubectl get pods -o wide).
-Faults: curl -X POST $SLUICE_KIT_API/kit/v1/namespaces/default/pods/demo-kafka-1/kill   (or pause, resume;
-        GET $SLUICE_KIT_API/kit/v1/pods lists pods with their pids)
+Faults: kill -9 $(cat $SLUICE_KIT_DIR/pods/default/demo-kafka-1/pid)   (the container restarts;
+        kill -STOP / -CONT pause and resume it; kubectl delete pod replaces it)
 Exit the shell to stop everything.
 """, flush=True)
         env = {**os.environ, "KUBECONFIG": str(kit.kubeconfig), "SLUICE_KIT_DIR": str(workdir),
-               "SLUICE_KIT_API": kit.apiserver.url if kit.apiserver else "",
+               "PATH": f"{kit.control_plane.bin}:{Path(kit.helm).parent}:{os.environ.get('PATH', '')}",
                "PS1": r"(sluice-kit) \w \$ "}
         if args.command:
             return subprocess.call(args.command, shell=True, env=env, cwd=ROOT)

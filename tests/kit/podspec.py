@@ -1,6 +1,5 @@
-"""Pure pieces of the kubelet: pods from a StatefulSet's template, the template revision, env
-resolution and `$(VAR)` expansion as Kubernetes does them, and the host translation that lets a
-pod's process run on this machine.
+"""Pure pieces of the node agent: env resolution and `$(VAR)` expansion as Kubernetes does them,
+and the host translation that lets a pod's process run on this machine.
 
 Host translation (applied to the container's args and env values and to the files projected from
 ConfigMap volumes, after the Kubernetes-level resolution):
@@ -19,78 +18,7 @@ into `0@127.A.B.x:9644,...`, and `log.dirs=/var/lib/sluice/data` into the claim'
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import re
-
-POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
-POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
-REVISION_LABEL = "controller-revision-hash"
-
-
-def template_revision(sts: dict) -> str:
-    """`<sts>-<hash>` of the pod template, as StatefulSet revisions are named."""
-    template = (sts.get("spec") or {}).get("template") or {}
-    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{sts['metadata']['name']}-{digest}"
-
-
-def pod_name(sts: dict, ordinal: int) -> str:
-    return f"{sts['metadata']['name']}-{ordinal}"
-
-
-def ordinal_of(sts_name: str, pod: str) -> int | None:
-    prefix = sts_name + "-"
-    if pod.startswith(prefix) and pod[len(prefix):].isdigit():
-        return int(pod[len(prefix):])
-    return None
-
-
-def claim_name(template_name: str, pod: str) -> str:
-    return f"{template_name}-{pod}"
-
-
-def pod_for(sts: dict, ordinal: int, revision: str) -> dict:
-    """The Pod object of one ordinal, as the StatefulSet controller makes it."""
-    spec = sts.get("spec") or {}
-    template = copy.deepcopy(spec.get("template") or {})
-    tmeta = template.get("metadata") or {}
-    name = pod_name(sts, ordinal)
-    labels = {**(tmeta.get("labels") or {}), POD_INDEX_LABEL: str(ordinal), POD_NAME_LABEL: name,
-              REVISION_LABEL: revision}
-    pod_spec = template.get("spec") or {}
-    pod_spec["hostname"] = name
-    if spec.get("serviceName"):
-        pod_spec["subdomain"] = spec["serviceName"]
-    volumes = pod_spec.setdefault("volumes", [])
-    for claim in spec.get("volumeClaimTemplates") or []:
-        cname = claim["metadata"]["name"]
-        volumes[:] = [v for v in volumes if v.get("name") != cname]
-        volumes.append({"name": cname, "persistentVolumeClaim": {"claimName": claim_name(cname, name)}})
-    meta = sts["metadata"]
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": name, "namespace": meta.get("namespace"), "labels": labels,
-            "annotations": dict(tmeta.get("annotations") or {}),
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": meta["name"],
-                                 "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
-        },
-        "spec": pod_spec,
-    }
-
-
-def pvc_for(sts: dict, claim: dict, pod: str) -> dict:
-    meta = sts["metadata"]
-    labels = dict(((claim.get("metadata") or {}).get("labels") or {}))
-    return {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": claim_name(claim["metadata"]["name"], pod), "namespace": meta.get("namespace"),
-                     "labels": labels},
-        "spec": copy.deepcopy(claim.get("spec") or {}),
-    }
-
 
 _VAR_RE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -117,7 +45,7 @@ def field_ref(pod: dict, path: str) -> str:
     simple = {
         "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
         "metadata.uid": meta.get("uid"),
-        "spec.nodeName": (pod.get("spec") or {}).get("nodeName", "kit"),
+        "spec.nodeName": (pod.get("spec") or {}).get("nodeName"),
         "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", "default"),
         "status.podIP": (pod.get("status") or {}).get("podIP"),
         "status.hostIP": (pod.get("status") or {}).get("hostIP"),

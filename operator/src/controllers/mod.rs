@@ -2,6 +2,7 @@
 //! server-side apply, status writes and Events.
 
 pub mod cluster;
+pub mod events;
 pub mod topic;
 
 use std::collections::HashMap;
@@ -12,14 +13,14 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sluice_client::ClientError;
-use tracing::warn;
 
+use self::events::EventPublisher;
 use crate::crd::{KafkaCluster, KafkaTopic};
 use crate::kafka::KafkaConnector;
 use crate::metrics::Metrics;
@@ -70,7 +71,7 @@ pub struct Context {
     /// Kubernetes client.
     pub client: kube::Client,
     /// Publishes Events.
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     /// Opens Kafka admin connections.
     pub kafka: Arc<dyn KafkaConnector>,
     /// Tunables.
@@ -98,7 +99,7 @@ impl Context {
             instance,
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventPublisher::new(client.clone(), reporter),
             client,
             kafka,
             settings,
@@ -135,28 +136,10 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(truncate(note, 1000)),
-            action: action.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, reference).await {
-            warn!(reason, error = %e, "cannot publish event");
-        }
+        self.events
+            .publish(reference, type_, reason, action, note)
+            .await;
     }
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
 }
 
 /// Delay before retry number `failures` (1-based): 2 s doubling up to `max`.
@@ -196,6 +179,16 @@ pub enum Error {
     /// The reconcile cannot finish yet and must be retried (the reason is in the message).
     #[error("{0}")]
     Retry(String),
+    /// The namespace is being deleted: nothing can be created in it any more, and everything in
+    /// it is on its way out, so the reconcile stands down instead of retrying.
+    #[error("{action}: namespace is being terminated")]
+    NamespaceTerminating {
+        /// What was being done.
+        action: String,
+    },
+    /// The reconciled object was deleted while the reconcile ran: nothing left to report on.
+    #[error("{0}: the object is gone")]
+    Gone(String),
 }
 
 impl Error {
@@ -206,13 +199,45 @@ impl Error {
             Error::Kafka(_) => "kafka",
             Error::Finalizer(_) => "finalizer",
             Error::Retry(_) => "retry",
+            Error::NamespaceTerminating { .. } => "namespace_terminating",
+            Error::Gone(_) => "gone",
         }
     }
 
     /// Wrap a Kubernetes error with what was being done.
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();
-        move |source| Error::Kube { action, source }
+        move |source| {
+            if is_namespace_terminating(&source) {
+                Error::NamespaceTerminating { action }
+            } else {
+                Error::Kube { action, source }
+            }
+        }
+    }
+
+    /// Whether the reconcile should stop without retrying, reporting or counting a failure.
+    pub fn stands_down(&self) -> bool {
+        matches!(self, Error::NamespaceTerminating { .. } | Error::Gone(_))
+    }
+}
+
+/// The API server's answer to a write into a namespace that is being deleted: 403 with the
+/// cause `NamespaceTerminating`.
+pub(crate) fn is_namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403
+        && s.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
+}
+
+/// The result of a reconcile, with a stand-down (see `Error::stands_down`) turned into waiting
+/// for the next change.
+pub fn stand_down_or(result: Result<Action, Error>, object: &str) -> Result<Action, Error> {
+    match result {
+        Err(e) if e.stands_down() => {
+            tracing::info!(object, reason = %e, "standing down");
+            Ok(Action::await_change())
+        }
+        other => other,
     }
 }
 
@@ -250,10 +275,13 @@ where
     )
     .await
     .map(|_| ())
-    .map_err(Error::kube(format!(
-        "update status of {} {name}",
-        K::kind(&())
-    )))
+    .map_err(|e| {
+        let action = format!("update status of {} {name}", K::kind(&()));
+        match e {
+            kube::Error::Api(s) if s.code == 404 => Error::Gone(action),
+            e => Error::kube(action)(e),
+        }
+    })
 }
 
 /// The bootstrap address to use for admin calls to `cluster`: the override annotation, or
@@ -288,12 +316,6 @@ mod tests {
         assert_eq!(delays, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(backoff(u32::MAX, max), max);
         assert_eq!(backoff(0, max).as_secs(), 2);
-    }
-
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        assert_eq!(truncate("héllo".into(), 2), "h");
-        assert_eq!(truncate("abc".into(), 10), "abc");
     }
 }
 

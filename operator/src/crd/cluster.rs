@@ -39,7 +39,8 @@ pub const OPERATOR_OWNED_CONFIG_KEYS: &[&str] = &[
     doc = "A Sluice (Kafka-compatible) cluster: brokers run as a StatefulSet with persistent storage.",
     annotation("helm.sh/resource-policy", "keep"),
     validation = Rule::new("size(self.metadata.name) <= 46")
-        .message("metadata.name may be at most 46 characters (pod and Service names derive from it)"),
+        .message("metadata.name may be at most 46 characters (pod and Service names derive from it)")
+        .field_path(".metadata.name"),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",

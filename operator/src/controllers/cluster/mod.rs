@@ -23,7 +23,9 @@ use self::status::{
     cluster_status, failure_status, is_paused_status, partition_health, paused_status, Observation,
     READY,
 };
-use super::{apply, apply_status, object_key, Context, Error, BOOTSTRAP_OVERRIDE_ANNOTATION};
+use super::{
+    apply, apply_status, object_key, stand_down_or, Context, Error, BOOTSTRAP_OVERRIDE_ANNOTATION,
+};
 use crate::builders::{
     self, build_all, config_map_name, label_selector, statefulset_name, ClusterObjects, CONFIG_FILE,
 };
@@ -40,7 +42,10 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reconcile one `KafkaCluster`, recording metrics and resetting the backoff on success.
 pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
-    let result = reconcile_inner(&cluster, &ctx).await;
+    let result = stand_down_or(
+        reconcile_inner(&cluster, &ctx).await,
+        &object_key(cluster.as_ref()),
+    );
     ctx.metrics.observe(
         CONTROLLER,
         start.elapsed(),
@@ -168,6 +173,7 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Err
     let objects = build_all(&applied_view);
     let statefulset = match apply_objects(ctx, &namespace, &objects).await {
         Ok(sts) => sts,
+        Err(e) if e.stands_down() => return Err(e),
         Err(e) => {
             let message = e.to_string();
             apply_status(
@@ -261,10 +267,13 @@ async fn carry_out(
             Err(e) => failures.push(format!("{topic}: {e}")),
         }
     }
-    if scaling.operation.is_some() {
-        ctx.metrics
-            .observe_moves(&key, started, scaling.pending_moves);
-    }
+    // Zero once no workflow runs: the gauge must not keep the last operation's figure.
+    let pending = if scaling.operation.is_some() {
+        scaling.pending_moves
+    } else {
+        0
+    };
+    ctx.metrics.observe_moves(&key, started, pending);
     if started > 0 {
         info!(cluster = %key, started, pending = scaling.pending_moves, "partition moves started");
     }

@@ -172,12 +172,21 @@ pub fn cluster_status(
             "Scaling",
             format!("{replicas} -> {applied} brokers, {ready} ready"),
         )
-    } else {
+    } else if updated < applied {
         c(
             PROGRESSING,
             ConditionStatus::True,
             "RollingUpdate",
             format!("{updated}/{applied} brokers updated, {ready} ready"),
+        )
+    } else {
+        // Every broker runs the current template and some are not ready yet: a new cluster (or
+        // restarted brokers) coming up, not a rollout.
+        c(
+            PROGRESSING,
+            ConditionStatus::True,
+            "BrokersStarting",
+            format!("{ready}/{applied} brokers ready"),
         )
     };
     let degraded = match (&obs.partitions, &obs.scaling.refused) {
@@ -523,6 +532,14 @@ mod tests {
             "True",
             "generation not observed yet"
         );
+        let starting = sts(1, 1, 3, 1, 3);
+        let st = cluster_status(&observe(Some(&starting), &scale, None), None, ts(10));
+        assert_eq!(
+            cond(&st, PROGRESSING).reason,
+            "BrokersStarting",
+            "a new cluster is no rollout"
+        );
+        assert_eq!(cond(&st, PROGRESSING).message, "1/3 brokers ready");
         let scaling = sts(3, 3, 1, 1, 1);
         let st = cluster_status(&observe(Some(&scaling), &scale, None), None, ts(10));
         assert_eq!(cond(&st, PROGRESSING).reason, "Scaling");

@@ -21,7 +21,7 @@ use self::plan::{desired_topic, owner_other_than};
 use self::reassign::{KIND, PHASE_BLOCKED, PHASE_MOVING};
 use self::status::{error_reason, has_condition, TopicStatusBuilder, CONFLICT};
 use self::sync::{sync_topic, ReplicaMove};
-use super::{apply_status, bootstrap_of, object_key, Context, Error};
+use super::{apply_status, bootstrap_of, object_key, stand_down_or, Context, Error};
 use crate::crd::{DeletionPolicy, KafkaCluster, KafkaTopic};
 
 /// Controller name in metrics and logs.
@@ -39,7 +39,7 @@ pub const REASSIGNMENT_POLL: Duration = Duration::from_secs(5);
 pub async fn reconcile(topic: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
     let key = object_key(topic.as_ref());
-    let result = reconcile_inner(topic, &ctx).await;
+    let result = stand_down_or(reconcile_inner(topic, &ctx).await, &key);
     ctx.metrics.observe(
         CONTROLLER,
         start.elapsed(),
