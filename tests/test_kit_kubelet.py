@@ -163,8 +163,9 @@ def test_kill_and_pause_a_pod(kit):
     kit.pause(NS, "fault-kafka-0")
     try:
         wait_for(lambda: not ready(status()[0]), timeout=30, msg="NotReady while paused")
-        st = kit.kube.get("apps/v1", "statefulsets", sts, NS)["status"]
-        assert st["readyReplicas"] == 0
+        # The StatefulSet controller follows (it omits readyReplicas at zero).
+        wait_for(lambda: kit.kube.get("apps/v1", "statefulsets", sts, NS)["status"].get("readyReplicas", 0) == 0,
+                 timeout=30, msg="readyReplicas 0")
     finally:
         kit.resume(NS, "fault-kafka-0")
     wait_for(lambda: ready(status()[0]), timeout=30, msg="Ready after resume")

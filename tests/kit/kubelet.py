@@ -16,7 +16,8 @@ It registers the Node `kit-node` (Ready, its Lease renewed as a kubelet does), a
 - gives a pod that mounts its ServiceAccount token a kubeconfig for a token bound to the pod
   (TokenRequest) in KUBECONFIG, and the usual files under the service-account mount path: the
   in-cluster path is fixed inside programs and there are no mount namespaces here;
-- provisions the claims of the default StorageClass `kit-local` (Immediate binding): a
+- provisions the claims of the default StorageClass `kit-local` (WaitForFirstConsumer
+  binding, as local volumes have): a
   PersistentVolume per claim, a host directory each, bound by the real PV controller; a
   Released volume is deleted with its directory (reclaimPolicy Delete).
 The StatefulSet, ReplicaSet, garbage-collector and namespace controllers are the real ones in
@@ -563,7 +564,9 @@ class Kubelet:
             "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
             "metadata": {"name": STORAGE_CLASS,
                          "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-            "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+            "provisioner": PROVISIONER, "reclaimPolicy": "Delete",
+            # As local-volume provisioners do: the scheduler picks the node, then the volume is made.
+            "volumeBindingMode": "WaitForFirstConsumer",
         }, ok_409=True)
 
     async def claim_path(self, ns: str, claim: str) -> Path:

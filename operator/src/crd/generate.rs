@@ -44,7 +44,8 @@ pub fn crd_files() -> Result<Vec<CrdFile>, yaml_serde::Error> {
 }
 
 /// Remove repeated names from every `required` list of the schema (the derive lists a
-/// field twice when it carries CEL rules; the API server refuses duplicates).
+/// field twice when it carries CEL rules; the API server refuses duplicates), and declare
+/// `metadata.name` where a root rule reports on it.
 fn tidy(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
         if let Some(schema) = version
@@ -53,9 +54,37 @@ fn tidy(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
             dedupe_required(schema);
+            declare_metadata_name(schema);
         }
     }
     crd
+}
+
+/// A rule's `fieldPath` must name a field of the schema, and the derive leaves `metadata` out:
+/// a root rule about the name (`fieldPath: .metadata.name`, so the API server's error names the
+/// field instead of `<nil>`) needs `metadata.name` declared. Structural schemas allow exactly
+/// that much of `metadata`.
+fn declare_metadata_name(root: &mut JSONSchemaProps) {
+    let reports_on_name = root
+        .x_kubernetes_validations
+        .iter()
+        .flatten()
+        .any(|rule| rule.field_path.as_deref() == Some(".metadata.name"));
+    if !reports_on_name {
+        return;
+    }
+    let name = JSONSchemaProps {
+        type_: Some("string".into()),
+        ..Default::default()
+    };
+    let metadata = JSONSchemaProps {
+        type_: Some("object".into()),
+        properties: Some([("name".to_string(), name)].into()),
+        ..Default::default()
+    };
+    root.properties
+        .get_or_insert_with(Default::default)
+        .insert("metadata".into(), metadata);
 }
 
 fn dedupe_required(schema: &mut JSONSchemaProps) {
