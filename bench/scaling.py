@@ -3,8 +3,8 @@
 new brokers) and 5 -> 3 (drain, then remove), how much data it moves, and what a producer sees
 meanwhile.
 
-Runs the real operator and brokers in the kit (tests/kit: an API server and a kubelet on loopback,
-no Kubernetes needed). Creates `examples/kafkacluster.yaml` with 3 brokers, a KafkaTopic with
+Runs the real operator and brokers in the kit (tests/kit: the Kubernetes control plane on loopback,
+pods as local processes, the operator from its chart). Creates `examples/kafkacluster.yaml` with 3 brokers, a KafkaTopic with
 --partitions partitions and 3 replicas, preloads --preload-mb MB into it, then keeps an
 acks=all idempotent producer (confluent-kafka, one --size B record every 1/--rate s) running
 while it scales to 5 and back to 3. For each step it prints the wall time from the patch to the
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from kit import Kit, wait_for  # noqa: E402
-from kitutil import KC, apply_crds, load_example  # noqa: E402
+from kitutil import KC, load_example  # noqa: E402
 
 NS = "default"
 STS = "demo-kafka"
@@ -168,12 +168,11 @@ def main() -> int:
     from confluent_kafka import Producer
 
     with tempfile.TemporaryDirectory(prefix="sluice-scaling-") as tmp:
-        kit = Kit(Path(tmp) / "kit", binaries={"sluice-broker": str(TARGET / "release" / "sluice-broker")},
+        kit = Kit(Path(tmp) / "kit", binaries={"sluice-broker": str(TARGET / "release" / "sluice-broker"),
+                                               "sluice-operator": str(TARGET / "release" / "sluice-operator")},
                   max_grace=30).start()
         try:
-            apply_crds(kit.kube)
-            kit.start_operator(TARGET / "release" / "sluice-operator", "--max-partition-moves",
-                               str(args.max_partition_moves))
+            kit.install_operator(f"maxPartitionMoves={args.max_partition_moves}")
             kc = load_example("kafkacluster.yaml")
             kc["spec"]["replicas"] = 3
             kit.kube.create(kc, NS)
@@ -210,7 +209,6 @@ def main() -> int:
                        "max_partition_moves": args.max_partition_moves, "rate": args.rate,
                        "failed_deliveries": producer.failed, "steps": [up, down]}
         finally:
-            kit.stop_operator()
             kit.stop(grace=5)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -244,7 +244,8 @@ async fn carry_out(
     admin: &dyn KafkaAdmin,
     scaling: &mut ScalingPlan,
 ) {
-    let key = object_key(kc);
+    // `<namespace>/<name>`: the metrics' `cluster` label.
+    let key = format!("{}/{}", kc.namespace().unwrap_or_default(), kc.name_any());
     let mut by_topic: BTreeMap<&str, BTreeMap<i32, Vec<i32>>> = BTreeMap::new();
     for ((topic, partition), target) in &scaling.start_moves {
         by_topic
