@@ -69,7 +69,9 @@ impl EventPublisher {
         match recorder.publish(&event, reference).await {
             Ok(()) => {}
             // The namespace is going away, and its Events with it.
-            Err(e) if super::is_namespace_terminating(&e) => debug!(reason, "namespace terminating: event dropped"),
+            Err(e) if super::is_namespace_terminating(&e) => {
+                debug!(reason, "namespace terminating: event dropped")
+            }
             Err(e) => warn!(reason, error = %e, "cannot publish event"),
         }
     }
