@@ -171,6 +171,10 @@ install_helm() {
 # The real control plane for the kit tests, from Go modules (tools/kube/go.mod), cached by version.
 KUBE_BIN=""
 build_control_plane() {
+    # The machines' Go lives in /usr/local/go; a PATH without it should not hide it.
+    if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+        export PATH="/usr/local/go/bin:$PATH"
+    fi
     if ! command -v go >/dev/null 2>&1; then
         echo "missing go: the kit tests need Go 1.26 to build the Kubernetes control plane (tools/kube)" >&2
         return 1
