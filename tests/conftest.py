@@ -23,7 +23,6 @@ consume_kafka_python, metric_value, run_kcat.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import re
@@ -39,6 +38,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from kit.process import set_pdeathsig, wait_for
 
 # Multi-broker cluster harness and fixtures (make_cluster, cluster3, the `cluster` marker).
 pytest_plugins = ["cluster"]
@@ -66,12 +67,9 @@ def rdkafka_conf(conf: dict) -> dict:
     return {"logger": RDKAFKA_LOG, **conf}
 
 
-def _set_pdeathsig():  # runs in the child: die with the pytest worker that started us
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+# One copy of each, shared with the kit (tests/kit/process.py).
+_set_pdeathsig = set_pdeathsig
+wait_until = wait_for
 
 
 class BrokerStartError(AssertionError):
@@ -356,24 +354,6 @@ def metric_value(samples, name: str, **labels) -> float:
 # Waiting
 # ---------------------------------------------------------------------------------------------
 
-
-def wait_until(cond, timeout: float = 30.0, interval: float = 0.05, msg: str = "condition"):
-    """Polls cond() until it returns something truthy; returns it. Fails after timeout, with the
-    last value or exception."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            last = cond()
-            if last:
-                return last
-        except AssertionError:
-            raise
-        except Exception as e:  # noqa: BLE001 - reported below
-            last = e
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {msg}; last: {last!r}")
-        time.sleep(interval)
 
 
 # ---------------------------------------------------------------------------------------------

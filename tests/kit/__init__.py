@@ -24,13 +24,15 @@ import random
 import re
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 from . import shims
 from .client import SyncClient
 from .controlplane import ControlPlane
 from .kubelet import Kubelet
+from .process import wait_for
+
+__all__ = ["Kit", "OPERATOR_NS", "pod_ready", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "sluice-operator"
@@ -205,21 +207,3 @@ class Kit:
 def pod_ready(pod: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
-
-
-def wait_for(cond, timeout: float = 30.0, interval: float = 0.1, msg: str = "condition"):
-    """Polls cond() until truthy; returns its value, or raises AssertionError with the last one."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            last = cond()
-            if last:
-                return last
-        except AssertionError:
-            raise
-        except Exception as e:  # noqa: BLE001 - reported on timeout
-            last = e
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {msg}; last: {last!r}")
-        time.sleep(interval)

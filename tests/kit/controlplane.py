@@ -15,10 +15,8 @@ grant. Every port is a free one on 127.0.0.1; state lives under `workdir`; logs 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import signal
 import socket
 import ssl
 import subprocess
@@ -26,6 +24,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from .process import set_pdeathsig
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "tools" / "kube" / "build.sh"
@@ -54,13 +54,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _set_pdeathsig():  # in the child: die with the process that started us
-    import ctypes
-
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def _openssl(*args: str, cwd: Path):
@@ -165,7 +158,7 @@ class ControlPlane:
         with open(self.log(name), "ab") as log:
             self.procs[name] = subprocess.Popen(
                 [str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=self.dir, preexec_fn=_set_pdeathsig)
+                stdin=subprocess.DEVNULL, cwd=self.dir, preexec_fn=set_pdeathsig)
 
     def _check_alive(self, name: str):
         p = self.procs[name]

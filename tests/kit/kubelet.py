@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
 import datetime
 import logging
 import os
@@ -48,6 +47,7 @@ from pathlib import Path
 
 from . import podspec
 from .client import KubeClient, KubeError
+from .process import set_pdeathsig
 
 log = logging.getLogger("kit.kubelet")
 
@@ -56,11 +56,6 @@ PROVISIONER = "kit.sluice.dev/local-path"
 STORAGE_CLASS = "kit-local"
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 LEASE_SECONDS = 40
-
-
-def _set_pdeathsig():  # in the child: die with the thread that started us
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def _now() -> str:
@@ -260,7 +255,7 @@ class PodRunner:
                     f"{' '.join(argv)}\n".encode())
             f.flush()
             self.proc = subprocess.Popen(argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=f,
-                                         stderr=subprocess.STDOUT, preexec_fn=_set_pdeathsig,
+                                         stderr=subprocess.STDOUT, preexec_fn=set_pdeathsig,
                                          start_new_session=True)
         (self.dir / "pid").write_text(f"{self.proc.pid}\n")
         self.started_at = _now()
