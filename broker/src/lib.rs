@@ -7,6 +7,7 @@
 
 pub mod apis;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod coordinator;
 pub mod http;
@@ -19,3 +20,4 @@ pub mod protocol;
 pub mod replica;
 pub mod rpc;
 pub mod server;
+pub mod shutdown;

@@ -34,7 +34,7 @@ fn batch(producer_id: i64, epoch: i16, first_seq: i32, values: &[&str]) -> Bytes
                 -1
             },
             // Recent: older records would be deleted by the default 7-day retention.
-            timestamp: sluice_broker::broker::now_ms() + i as i64,
+            timestamp: sluice_broker::clock::now_ms() + i as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
             headers: Default::default(),
@@ -265,12 +265,12 @@ async fn log_append_time_topics_stamp_broker_time() {
         &[("message.timestamp.type", "LogAppendTime")],
     )
     .await;
-    let before = sluice_broker::broker::now_ms();
+    let before = sluice_broker::clock::now_ms();
     client
         .produce_raw("stamped", 0, batch(-1, -1, 0, &["t"]), 1)
         .await
         .unwrap();
-    let after = sluice_broker::broker::now_ms();
+    let after = sluice_broker::clock::now_ms();
     // Clients read a LogAppendTime batch's maxTimestamp as every record's timestamp.
     let fetched = client
         .fetch_raw("stamped", 0, 0, 1 << 20, 0, 0)

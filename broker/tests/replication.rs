@@ -160,7 +160,7 @@ fn batch(producer_id: i64, first_seq: i32, values: &[&str]) -> Bytes {
             } else {
                 i as i32 - 1
             },
-            timestamp: sluice_broker::broker::now_ms(),
+            timestamp: sluice_broker::clock::now_ms(),
             key: None,
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
             headers: Default::default(),

@@ -390,7 +390,7 @@ impl Controller {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = crate::broker::stopped(&mut shutdown) => return,
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
             }
             let leader = self.log.is_leader();
             if leader && !was_leader {

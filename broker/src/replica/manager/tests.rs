@@ -229,7 +229,7 @@ fn one_record_batch() -> bytes::Bytes {
         timestamp_type: TimestampType::Creation,
         offset: 0,
         sequence: -1,
-        timestamp: crate::broker::now_ms(),
+        timestamp: crate::clock::now_ms(),
         key: None,
         value: Some(bytes::Bytes::from_static(b"v")),
         headers: Default::default(),

@@ -25,7 +25,7 @@ fn batch(producer_id: i64, first_seq: i32, n: usize) -> Bytes {
             } else {
                 i as i32 - 1
             },
-            timestamp: crate::broker::now_ms(),
+            timestamp: crate::clock::now_ms(),
             key: None,
             value: Some(Bytes::from_static(b"v")),
             headers: Default::default(),
