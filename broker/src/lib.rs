@@ -9,6 +9,7 @@ pub mod apis;
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod config_values;
 pub mod coordinator;
 pub mod http;
 pub mod log;
