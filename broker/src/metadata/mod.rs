@@ -5,7 +5,6 @@ pub mod controller;
 pub mod image;
 pub mod placement;
 pub mod quorum;
-pub mod records;
 pub mod store;
 pub mod topic_config;
 pub mod topic_name;
@@ -13,5 +12,5 @@ pub mod topic_name;
 pub use controller::{
     Controller, ControllerError, MetadataCache, MetadataListener, MetadataLog, NewTopic,
 };
+pub use image::records::MetadataRecord;
 pub use image::{BrokerInfo, MetadataImage, PartitionImage, TopicImage};
-pub use records::MetadataRecord;

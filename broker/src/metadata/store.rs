@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::records::MetadataRecord;
+use super::image::records::MetadataRecord;
 
 /// Errors reading or writing the metadata log.
 #[derive(Debug, thiserror::Error)]

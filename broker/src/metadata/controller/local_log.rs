@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::{BoxFuture, MetadataCache, MetadataListener, MetadataLog, ProposeError};
+use crate::metadata::image::records::MetadataRecord;
 use crate::metadata::image::MetadataImage;
-use crate::metadata::records::MetadataRecord;
 use crate::metadata::store::{MetadataStore, StoreError};
 
 struct State {

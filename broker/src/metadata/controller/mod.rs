@@ -27,8 +27,8 @@ use uuid::Uuid;
 use self::liveness::Liveness;
 use self::requests::{ControllerRequest, ControllerResponse, WireError};
 pub use self::topics::NewTopic;
+use super::image::records::MetadataRecord;
 use super::image::MetadataImage;
-use super::records::MetadataRecord;
 use crate::config::BrokerConfig;
 
 /// A boxed, sendable future: what the object-safe traits here return.

@@ -7,9 +7,9 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::ControllerError;
+use crate::metadata::image::records::MetadataRecord;
 use crate::metadata::image::{MetadataImage, TopicImage};
 use crate::metadata::placement::{assign_replicas, PlacementBroker};
-use crate::metadata::records::MetadataRecord;
 use crate::metadata::topic_config;
 use crate::metadata::topic_name::{collision_key, is_internal, validate_topic_name};
 
