@@ -21,7 +21,7 @@ use crate::membership;
 use crate::metadata::controller::partition_state::IsrChange;
 use crate::metadata::controller::raft_log::{RaftLog, RpcForwarder};
 use crate::metadata::controller::requests::ControllerRequest;
-use crate::metadata::controller::Listeners;
+use crate::metadata::image::cache::Listeners;
 use crate::metadata::quorum::{Quorum, QuorumConfig};
 use crate::metadata::{BrokerInfo, Controller, MetadataCache, MetadataListener, NewTopic};
 use crate::network::connection;

@@ -9,8 +9,7 @@ pub mod store;
 pub mod topic_config;
 pub mod topic_name;
 
-pub use controller::{
-    Controller, ControllerError, MetadataCache, MetadataListener, MetadataLog, NewTopic,
-};
+pub use controller::{Controller, ControllerError, MetadataLog, NewTopic};
+pub use image::cache::{MetadataCache, MetadataListener};
 pub use image::records::MetadataRecord;
 pub use image::{BrokerInfo, MetadataImage, PartitionImage, TopicImage};

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::{BoxFuture, MetadataCache, MetadataListener, MetadataLog, ProposeError};
+use super::{BoxFuture, MetadataLog, ProposeError};
+use crate::metadata::image::cache::{MetadataCache, MetadataListener};
 use crate::metadata::image::records::MetadataRecord;
 use crate::metadata::image::MetadataImage;
 use crate::metadata::store::{MetadataStore, StoreError};

@@ -18,7 +18,7 @@ pub mod topics;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
@@ -27,8 +27,9 @@ use uuid::Uuid;
 use self::liveness::Liveness;
 use self::requests::{ControllerRequest, ControllerResponse, WireError};
 pub use self::topics::NewTopic;
+use super::image::cache::MetadataCache;
 use super::image::records::MetadataRecord;
-use super::image::MetadataImage;
+use super::image::TopicImage;
 use crate::config::BrokerConfig;
 
 /// A boxed, sendable future: what the object-safe traits here return.
@@ -66,58 +67,6 @@ impl ControllerError {
 
     fn not_controller(message: impl Into<String>) -> Self {
         ControllerError::new(ResponseError::NotController, message)
-    }
-}
-
-/// Receives every committed batch of records, in order.
-pub trait MetadataListener: Send + Sync {
-    /// A whole image: replayed from the metadata log at start, or installed from a snapshot.
-    fn on_image_loaded(&self, image: &MetadataImage);
-    /// Records committed after that.
-    fn on_records(&self, image: &MetadataImage, records: &[MetadataRecord]);
-}
-
-/// Several listeners, called in order.
-pub struct Listeners(pub Vec<Arc<dyn MetadataListener>>);
-
-impl MetadataListener for Listeners {
-    fn on_image_loaded(&self, image: &MetadataImage) {
-        self.0.iter().for_each(|l| l.on_image_loaded(image));
-    }
-    fn on_records(&self, image: &MetadataImage, records: &[MetadataRecord]) {
-        self.0.iter().for_each(|l| l.on_records(image, records));
-    }
-}
-
-/// The latest applied image, shared by every request handler. Readers take a cheap `Arc`
-/// snapshot and never block the metadata log; waiters are told of each new image.
-pub struct MetadataCache {
-    image: RwLock<Arc<MetadataImage>>,
-    published: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for MetadataCache {
-    fn default() -> Self {
-        MetadataCache {
-            image: RwLock::default(),
-            published: tokio::sync::watch::channel(0).0,
-        }
-    }
-}
-
-impl MetadataCache {
-    pub fn current(&self) -> Arc<MetadataImage> {
-        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn publish(&self, image: Arc<MetadataImage>) {
-        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
-        self.published.send_modify(|n| *n += 1);
-    }
-
-    /// Changes each time an image is published.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.published.subscribe()
     }
 }
 
@@ -161,7 +110,7 @@ pub struct Controller {
     node_id: i32,
     config: Arc<BrokerConfig>,
     log: Arc<dyn MetadataLog>,
-    cache: Arc<crate::metadata::MetadataCache>,
+    cache: Arc<MetadataCache>,
     forwarder: Option<Arc<dyn Forwarder>>,
     /// One decision at a time, each made against the image that includes the previous one.
     decide: tokio::sync::Mutex<()>,
@@ -481,7 +430,7 @@ impl Controller {
         &self,
         topic: NewTopic,
         validate_only: bool,
-    ) -> Result<super::TopicImage, ControllerError> {
+    ) -> Result<TopicImage, ControllerError> {
         match self
             .handle(ControllerRequest::CreateTopic {
                 topic,

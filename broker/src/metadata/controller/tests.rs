@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use super::local_log::LocalLog;
 use super::requests::{ControllerRequest as Req, ControllerResponse as Resp};
 use super::*;
-use crate::metadata::image::BrokerInfo;
+use crate::metadata::image::cache::MetadataListener;
+use crate::metadata::image::{BrokerInfo, MetadataImage};
 
 struct Nobody;
 impl MetadataListener for Nobody {

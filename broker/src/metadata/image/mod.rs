@@ -1,9 +1,11 @@
 //! The in-memory metadata image: the state obtained by applying every metadata record in
 //! order. Answers Metadata, DescribeCluster and config lookups. Pure data, no I/O.
 //!
-//! Beside it: [`records`], the changes it is built from, and [`partition`], a partition's state,
-//! which the image holds and a record carries.
+//! Beside it: [`records`], the changes it is built from; [`partition`], a partition's state,
+//! which the image holds and a record carries; and [`cache`], the latest image shared with the
+//! rest of the broker.
 
+pub mod cache;
 pub mod partition;
 pub mod records;
 

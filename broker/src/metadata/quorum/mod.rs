@@ -99,7 +99,7 @@ use self::log_store::{write_atomic, LogStore};
 use self::network::{NetworkFactory, PeerAddresses, PeerHealth};
 use self::state_machine::{SmShared, StateMachine};
 use self::types::{broker_id, raft_id, Raft};
-use super::controller::{MetadataCache, MetadataListener};
+use super::image::cache::{MetadataCache, MetadataListener};
 use super::image::records::MetadataRecord;
 use crate::rpc::RpcClient;
 
