@@ -5,7 +5,6 @@ pub mod controller;
 pub mod image;
 pub mod placement;
 pub mod quorum;
-pub mod store;
 pub mod topic_config;
 pub mod topic_name;
 

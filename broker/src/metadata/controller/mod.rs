@@ -8,7 +8,6 @@
 
 pub mod brokers;
 pub mod liveness;
-pub mod local_log;
 pub mod partition_state;
 pub mod partitions;
 pub mod raft_log;
