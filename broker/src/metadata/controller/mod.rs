@@ -1,8 +1,9 @@
 //! The controller: the one place that decides metadata changes. The broker that leads the
 //! metadata quorum runs it; every other broker forwards its requests there. A request is
 //! checked against the current image by pure decision functions (topics, brokers,
-//! partitions, partition_state), becomes records, and is committed through the metadata log;
-//! every broker then applies the records to its image. The controller also watches broker
+//! partitions, partition_state, and placement of new replicas), becomes records, and is
+//! committed through the metadata log (raft_log: the quorum as that log); every broker then
+//! applies the records to its image. The controller also watches broker
 //! heartbeats and fences brokers whose heartbeats stop, moves leadership back to preferred
 //! replicas, and creates the internal offsets topic once enough brokers are up.
 
@@ -10,6 +11,7 @@ pub mod brokers;
 pub mod liveness;
 pub mod partition_state;
 pub mod partitions;
+pub mod placement;
 pub mod raft_log;
 pub mod requests;
 pub mod topics;
