@@ -22,3 +22,5 @@ pub mod replica;
 pub mod rpc;
 pub mod server;
 pub mod shutdown;
+#[cfg(test)]
+pub(crate) mod test_support;

@@ -5,6 +5,10 @@
 use sluice_broker::config::BrokerConfig;
 use sluice_broker::server::{self, RunningBroker};
 
+/// The record-batch builder the unit tests use, compiled into this test binary.
+#[path = "../../src/test_support.rs"]
+pub mod test_support;
+
 pub struct TestBroker {
     pub running: RunningBroker,
     pub dir: tempfile::TempDir,
