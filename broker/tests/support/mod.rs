@@ -1,4 +1,5 @@
-//! Test support: a real broker in this process, on free ports and a temp dir.
+//! Test support: a real broker in this process, on free ports and a temp dir, and the record
+//! batch builder the unit tests use too.
 
 #![allow(dead_code)] // each test binary uses a different part
 
