@@ -356,9 +356,8 @@ impl BrokerConfig {
                 self.log_cleaner_min_compaction_lag_ms = parse_non_negative(key, value)?
             }
             "log.cleaner.min.cleanable.ratio" => {
-                self.log_cleaner_min_cleanable_ratio =
-                    crate::metadata::topic_config::ratio(value)
-                        .map_err(|reason| invalid(key, value, &reason))?
+                self.log_cleaner_min_cleanable_ratio = crate::config_values::ratio(value)
+                    .map_err(|reason| invalid(key, value, &reason))?
             }
             "log.cleaner.backoff.ms" => {
                 self.log_cleaner_backoff = Duration::from_millis(parse_positive(key, value)?)

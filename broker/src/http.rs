@@ -11,9 +11,10 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::broker::{stopped, Broker};
+use crate::broker::Broker;
 use crate::metadata::controller::raft_log::CONTROLLER_RPC_PATH;
 use crate::metadata::controller::requests::{ControllerRequest, ControllerResponse, WireError};
+use crate::shutdown::stopped;
 
 /// Serves the side port: the broker's routes plus `internal` (the metadata quorum's RPC).
 pub async fn serve(

@@ -7,7 +7,9 @@
 
 pub mod apis;
 pub mod broker;
+pub mod clock;
 pub mod config;
+pub mod config_values;
 pub mod coordinator;
 pub mod http;
 pub mod log;
@@ -19,3 +21,6 @@ pub mod protocol;
 pub mod replica;
 pub mod rpc;
 pub mod server;
+pub mod shutdown;
+#[cfg(test)]
+pub(crate) mod test_support;

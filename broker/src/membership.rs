@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::broker::{stopped, Broker};
+use crate::broker::Broker;
 use crate::metadata::controller::requests::{ControllerRequest, ControllerResponse};
 use crate::metadata::{BrokerInfo, Controller, ControllerError};
+use crate::shutdown::stopped;
 
 /// Pause between attempts to reach the controller.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::broker::{now_ms, stopped, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::config::{BrokerConfig, FlushPolicy};
 use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::http;
@@ -20,11 +21,12 @@ use crate::membership;
 use crate::metadata::controller::partition_state::IsrChange;
 use crate::metadata::controller::raft_log::{RaftLog, RpcForwarder};
 use crate::metadata::controller::requests::ControllerRequest;
-use crate::metadata::controller::Listeners;
+use crate::metadata::image::cache::Listeners;
 use crate::metadata::quorum::{Quorum, QuorumConfig};
 use crate::metadata::{BrokerInfo, Controller, MetadataCache, MetadataListener, NewTopic};
 use crate::network::connection;
 use crate::replica::{IsrUpdate, Partition, ReplicaManager};
+use crate::shutdown::stopped;
 
 /// How long shutdown waits for in-flight requests before closing the logs anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,47 +6,18 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use sluice_broker::log::batch::BatchHeader;
 use sluice_client::{ClientError, NewTopic};
+use support::test_support::TestBatch;
 use support::TestBroker;
 
+/// Keyless records timestamped now, from an idempotent producer when `producer_id` >= 0.
 fn batch(producer_id: i64, epoch: i16, first_seq: i32, values: &[&str]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: if producer_id >= 0 {
-                first_seq + i as i32
-            } else {
-                -1
-            },
-            // Recent: older records would be deleted by the default 7-day retention.
-            timestamp: sluice_broker::broker::now_ms() + i as i64,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v.as_bytes())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    TestBatch::values(values)
+        .producer(producer_id, epoch, first_seq)
+        .build()
 }
 
 fn code(e: ClientError) -> Option<ResponseError> {
@@ -265,12 +236,12 @@ async fn log_append_time_topics_stamp_broker_time() {
         &[("message.timestamp.type", "LogAppendTime")],
     )
     .await;
-    let before = sluice_broker::broker::now_ms();
+    let before = sluice_broker::clock::now_ms();
     client
         .produce_raw("stamped", 0, batch(-1, -1, 0, &["t"]), 1)
         .await
         .unwrap();
-    let after = sluice_broker::broker::now_ms();
+    let after = sluice_broker::clock::now_ms();
     // Clients read a LogAppendTime batch's maxTimestamp as every record's timestamp.
     let fetched = client
         .fetch_raw("stamped", 0, 0, 1 << 20, 0, 0)

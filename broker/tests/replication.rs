@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -26,9 +26,6 @@ use kafka_protocol::messages::{
     BrokerId, FetchRequest, ListOffsetsRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use kafka_protocol::ResponseError;
 use sluice_broker::broker::Broker;
 use sluice_broker::metadata::controller::requests::ControllerRequest;
@@ -37,6 +34,7 @@ use sluice_broker::metadata::{
 };
 use sluice_broker::replica::{Partition, Role};
 use sluice_client::{ClientConfig, Connection};
+use support::test_support::TestBatch;
 use support::TestBroker;
 
 const TOPIC: &str = "replicated";
@@ -142,37 +140,11 @@ fn partition(tb: &TestBroker) -> Arc<Partition> {
     broker(tb).replicas.get(TOPIC, 0).expect("partition hosted")
 }
 
+/// Keyless records, from an idempotent producer (epoch 0) when `producer_id` >= 0.
 fn batch(producer_id: i64, first_seq: i32, values: &[&str]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: if producer_id >= 0 { 0 } else { -1 },
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: if producer_id >= 0 {
-                first_seq + i as i32
-            } else {
-                i as i32 - 1
-            },
-            timestamp: sluice_broker::broker::now_ms(),
-            key: None,
-            value: Some(Bytes::copy_from_slice(v.as_bytes())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    TestBatch::values(values)
+        .producer(producer_id, 0, first_seq)
+        .build()
 }
 
 async fn produce(

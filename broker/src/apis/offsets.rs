@@ -17,7 +17,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{Reply, RequestContext};
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::config::FlushPolicy;
 use crate::coordinator::offsets_topic::CommittedOffset;
 

@@ -13,7 +13,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{Reply, RequestContext};
-use crate::broker::{now_ms, Broker};
+use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::config::FlushPolicy;
 use crate::metadata::topic_name::is_internal;
 use crate::replica::{AppendOutcome, Partition};

@@ -14,7 +14,7 @@ use super::group::{Group, GroupState, JoinRequest, JoinResult, StoredGroup, Sync
 use super::offsets_topic::{
     encode_batch, partition_for, CommittedOffset, OffsetsRecord, OFFSETS_TOPIC,
 };
-use crate::broker::now_ms;
+use crate::clock::now_ms;
 use crate::config::BrokerConfig;
 use crate::log::LogError;
 use crate::metadata::MetadataImage;
@@ -665,7 +665,7 @@ impl GroupCoordinator {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = crate::broker::stopped(&mut shutdown) => return,
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
             }
             let expire = last_expiry.elapsed() >= self.config.offsets_retention_check_interval;
             if expire {

@@ -500,58 +500,18 @@ pub fn validate_batches_from(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use bytes::{Bytes, BytesMut};
+    use crate::test_support::TestBatch;
+    use bytes::BytesMut;
     use kafka_protocol::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
+        Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
     };
     use proptest::prelude::*;
 
-    /// Encodes one batch of `count` records with timestamps `ts, ts+1, ...`.
-    pub(crate) fn encode_batch_with(
-        count: usize,
-        ts: i64,
-        value_len: usize,
-        compression: Compression,
-    ) -> BytesMut {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder splits batches where offset - sequence changes;
-                // this keeps one batch with base sequence -1 (non-idempotent).
-                sequence: i as i32 - 1,
-                timestamp: ts + i as i64,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(vec![b'v'; value_len])),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression,
-        };
-        // A panic here is a broken test fixture, not a product bug.
-        RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode test batch");
-        buf
-    }
-
-    pub(crate) fn encode_batch(count: usize, ts: i64, value_len: usize) -> BytesMut {
-        encode_batch_with(count, ts, value_len, Compression::None)
-    }
-
     #[test]
     fn parses_encoder_output() {
-        let buf = encode_batch(3, 1_000, 10);
+        let buf = TestBatch::keyed(3, 10).timestamp(1_000).encode();
         let v = validate_batches(&buf, 1 << 20).unwrap();
         assert_eq!(v.headers.len(), 1);
         let h = v.headers[0];
@@ -569,9 +529,19 @@ pub(crate) mod tests {
 
     #[test]
     fn multiple_batches_and_compression() {
-        let mut buf = encode_batch(2, 50, 5);
-        buf.extend_from_slice(&encode_batch_with(4, 10, 100, Compression::Gzip));
-        buf.extend_from_slice(&encode_batch_with(1, 5, 100, Compression::Lz4));
+        let mut buf = TestBatch::keyed(2, 5).timestamp(50).encode();
+        buf.extend_from_slice(
+            &TestBatch::keyed(4, 100)
+                .timestamp(10)
+                .compression(Compression::Gzip)
+                .encode(),
+        );
+        buf.extend_from_slice(
+            &TestBatch::keyed(1, 100)
+                .timestamp(5)
+                .compression(Compression::Lz4)
+                .encode(),
+        );
         let v = validate_batches(&buf, 1 << 20).unwrap();
         assert_eq!(v.headers.len(), 3);
         assert_eq!(v.record_count, 7);
@@ -582,7 +552,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rejections_map_to_kafka_codes() {
-        let good = encode_batch(2, 0, 10);
+        let good = TestBatch::keyed(2, 10).timestamp(0).encode();
         let too_large = validate_batches(&good, good.len() - 1).unwrap_err();
         assert_eq!(too_large.kafka_error_code(), error_codes::MESSAGE_TOO_LARGE);
 
@@ -641,7 +611,7 @@ pub(crate) mod tests {
 
     #[test]
     fn patches_keep_crc_valid() {
-        let mut buf = encode_batch(3, 100, 10);
+        let mut buf = TestBatch::keyed(3, 10).timestamp(100).encode();
         set_base_offset(&mut buf, 42);
         set_partition_leader_epoch(&mut buf, 7);
         let h = BatchHeader::parse(&buf).unwrap();
@@ -664,7 +634,10 @@ pub(crate) mod tests {
 
     #[test]
     fn null_keys_are_found_in_any_batch() {
-        let keyed = encode_batch_with(3, 0, 5, Compression::Gzip);
+        let keyed = TestBatch::keyed(3, 5)
+            .timestamp(0)
+            .compression(Compression::Gzip)
+            .encode();
         assert!(!batch_has_null_key(&keyed).unwrap());
         let mut records = RecordBatchDecoder::decode(&mut keyed.clone().freeze())
             .unwrap()
@@ -688,7 +661,7 @@ pub(crate) mod tests {
 
     #[test]
     fn last_sequence_wraps() {
-        let mut buf = encode_batch(3, 0, 1);
+        let mut buf = TestBatch::keyed(3, 1).timestamp(0).encode();
         buf[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4]
             .copy_from_slice(&(i32::MAX - 1).to_be_bytes());
         let h = BatchHeader::parse(&buf).unwrap();
@@ -708,7 +681,7 @@ pub(crate) mod tests {
             mutations in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
             cut in any::<usize>(),
         ) {
-            let mut buf = encode_batch(count, 1_000, 20).to_vec();
+            let mut buf = TestBatch::keyed(count, 20).timestamp(1_000).encode().to_vec();
             for (pos, byte) in mutations {
                 let len = buf.len();
                 buf[pos % len] = byte;
@@ -726,7 +699,7 @@ pub(crate) mod tests {
         ) {
             let mut buf = BytesMut::new();
             for c in &counts {
-                buf.extend_from_slice(&encode_batch(*c, ts, value_len));
+                buf.extend_from_slice(&TestBatch::keyed(*c, value_len).timestamp(ts).encode());
             }
             let v = validate_batches(&buf, 1 << 20).unwrap();
             prop_assert_eq!(v.headers.len(), counts.len());

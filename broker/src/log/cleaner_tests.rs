@@ -5,12 +5,10 @@ use std::fs;
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
 use super::*;
+use crate::test_support::TestBatch;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -48,40 +46,20 @@ fn encode(
     compression: Compression,
     producer: Option<(i64, i16, i32)>,
 ) -> BytesMut {
-    let (pid, epoch, seq0) = producer.unwrap_or((-1, -1, -1));
-    let records: Vec<Record> = recs
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| {
-            let mut headers = kafka_protocol::indexmap::IndexMap::new();
-            headers.insert(
-                StrBytes::from_static_str("h"),
-                Some(Bytes::from(format!("h{i}"))),
-            );
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: pid,
-                producer_epoch: epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: seq0.wrapping_add(i as i32),
-                timestamp: ts + i as i64,
-                key: k.clone().map(Bytes::from),
-                value: v.clone().map(Bytes::from),
-                headers,
-            }
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode test batch");
-    buf
+    let mut batch = TestBatch::default()
+        .timestamp(ts)
+        .compression(compression)
+        .with_headers();
+    if let Some((id, epoch, first_sequence)) = producer {
+        batch = batch.producer(id, epoch, first_sequence);
+    }
+    for (k, v) in recs {
+        batch = batch.record(
+            k.as_deref().map(str::as_bytes),
+            v.as_deref().map(str::as_bytes),
+        );
+    }
+    batch.encode()
 }
 
 fn append_with(log: &Log, recs: &[Kv], ts: i64, c: Compression, p: Option<(i64, i16, i32)>) {

@@ -6,8 +6,8 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
-use super::batch::tests::{encode_batch, encode_batch_with};
 use super::*;
+use crate::test_support::TestBatch;
 
 fn small_config() -> LogConfig {
     LogConfig {
@@ -20,7 +20,7 @@ fn small_config() -> LogConfig {
 
 /// Appends one batch of `count` records with timestamps from `ts`.
 fn append(log: &Log, count: usize, ts: i64, value_len: usize) -> AppendInfo {
-    let buf = encode_batch(count, ts, value_len);
+    let buf = TestBatch::keyed(count, value_len).timestamp(ts).encode();
     let v = validate_batches(&buf, 1 << 20).unwrap();
     log.append(&buf, &v, 3, None).unwrap()
 }
@@ -391,8 +391,11 @@ fn roll_by_segment_ms() {
 fn log_append_time_is_stamped_with_valid_crc() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
-    let mut buf = encode_batch_with(4, 100, 10, Compression::Gzip);
-    buf.extend_from_slice(&encode_batch(2, 200, 10));
+    let mut buf = TestBatch::keyed(4, 10)
+        .timestamp(100)
+        .compression(Compression::Gzip)
+        .encode();
+    buf.extend_from_slice(&TestBatch::keyed(2, 10).timestamp(200).encode());
     let v = validate_batches(&buf, 1 << 20).unwrap();
     let info = log.append(&buf, &v, 0, Some(77_777)).unwrap();
     assert_eq!(info.log_append_time_ms, 77_777);
@@ -428,7 +431,10 @@ fn offset_for_timestamp_and_max_timestamp() {
 
     // Out-of-order timestamps inside a compressed batch: the earliest record
     // with ts >= target wins, and the max is found inside the batch.
-    let buf = encode_batch_with(3, 5_000, 10, Compression::Snappy);
+    let buf = TestBatch::keyed(3, 10)
+        .timestamp(5_000)
+        .compression(Compression::Snappy)
+        .encode();
     let v = validate_batches(&buf, 1 << 20).unwrap();
     log.append(&buf, &v, 0, None).unwrap();
     assert_eq!(log.offset_for_timestamp(5_001).unwrap(), Some((201, 5_001)));

@@ -1,17 +1,19 @@
-//! Cluster metadata: the records that describe it, the image they build, the log that
-//! replicates them, and the controller that decides changes.
+//! Cluster metadata, in three parts, lower to higher:
+//! - [`image`]: the records that describe the cluster, the image they build, and the cache
+//!   that shares the latest image with the rest of the broker.
+//! - [`quorum`]: the Raft log that replicates the records between brokers and applies them.
+//! - [`controller`]: the decisions that turn requests into records, committed through the
+//!   quorum.
+//!
+//! Beside them, the topic rules other layers check too: [`topic_config`] and [`topic_name`].
 
 pub mod controller;
 pub mod image;
-pub mod placement;
 pub mod quorum;
-pub mod records;
-pub mod store;
 pub mod topic_config;
 pub mod topic_name;
 
-pub use controller::{
-    Controller, ControllerError, MetadataCache, MetadataListener, MetadataLog, NewTopic,
-};
+pub use controller::{Controller, ControllerError, MetadataLog, NewTopic};
+pub use image::cache::{MetadataCache, MetadataListener};
+pub use image::records::MetadataRecord;
 pub use image::{BrokerInfo, MetadataImage, PartitionImage, TopicImage};
-pub use records::MetadataRecord;

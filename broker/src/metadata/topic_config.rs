@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::BrokerConfig;
+use crate::config_values::ratio;
 use crate::log::LogConfig;
 
 /// Where an effective config value comes from (Kafka's DescribeConfigs `config_source`).
@@ -270,15 +271,6 @@ pub fn min_insync_replicas(broker: &BrokerConfig, overrides: &BTreeMap<String, S
 
 fn parse_i64(v: &str) -> Result<i64, String> {
     v.parse().map_err(|_| "not a number".to_string())
-}
-
-/// A double between 0 and 1, as Kafka's `min.cleanable.dirty.ratio`.
-pub fn ratio(v: &str) -> Result<f64, String> {
-    match v.trim().parse::<f64>() {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        Ok(_) => Err("must be between 0 and 1".into()),
-        Err(_) => Err("not a number".into()),
-    }
 }
 
 fn at_least(v: &str, min: i64) -> Result<(), String> {

@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::frame::FrameReader;
 use crate::apis::{self, Reply};
-use crate::broker::{stopped, Broker};
+use crate::broker::Broker;
 use crate::protocol::decode_request;
+use crate::shutdown::stopped;
 
 /// Serves a connection until the client closes it, it misbehaves, or the broker shuts down.
 pub async fn serve(broker: Arc<Broker>, socket: TcpStream, mut shutdown: watch::Receiver<bool>) {

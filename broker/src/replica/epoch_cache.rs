@@ -321,6 +321,7 @@ impl LeaderEpochCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::TestBatch;
 
     fn h(pairs: &[(i32, i64)]) -> EpochHistory {
         EpochHistory::from_pairs(pairs.iter().copied())
@@ -464,31 +465,7 @@ mod tests {
     }
 
     fn batch_at_epoch(log: &Log, epoch: i32) {
-        use bytes::{Bytes, BytesMut};
-        use kafka_protocol::records::{
-            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-        };
-        let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 1,
-            key: None,
-            value: Some(Bytes::from_static(b"v")),
-            headers: Default::default(),
-        };
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, &[record], &options).unwrap();
+        let buf = TestBatch::values(&["v"]).timestamp(1).encode();
         let validated = crate::log::validate_batches(&buf, 1 << 20).unwrap();
         log.append(&buf, &validated, epoch, None).unwrap();
     }

@@ -17,10 +17,10 @@ use super::brokers::BrokerDirectory;
 use super::fetcher::Fetchers;
 use super::isr::{monotonic_ms, IsrUpdate};
 use super::partition::{Partition, PartitionSettings, RoleChange};
-use crate::broker::stopped;
 use crate::config::BrokerConfig;
 use crate::metadata::image::NO_LEADER;
 use crate::metadata::{topic_config, MetadataImage, MetadataListener, MetadataRecord, TopicImage};
+use crate::shutdown::stopped;
 
 /// Suffix of a partition directory whose files are being removed.
 const DELETE_SUFFIX: &str = "-delete";

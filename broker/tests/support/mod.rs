@@ -1,9 +1,14 @@
-//! Test support: a real broker in this process, on free ports and a temp dir.
+//! Test support: a real broker in this process, on free ports and a temp dir, and the record
+//! batch builder the unit tests use too.
 
 #![allow(dead_code)] // each test binary uses a different part
 
 use sluice_broker::config::BrokerConfig;
 use sluice_broker::server::{self, RunningBroker};
+
+/// The record-batch builder the unit tests use, compiled into this test binary.
+#[path = "../../src/test_support.rs"]
+pub mod test_support;
 
 pub struct TestBroker {
     pub running: RunningBroker,

@@ -8,8 +8,8 @@ use kafka_protocol::ResponseError;
 use super::partition_state::{elect_if_leaderless, without_broker, Electorate};
 use super::ControllerError;
 use crate::config::BrokerConfig;
+use crate::metadata::image::records::MetadataRecord;
 use crate::metadata::image::{BrokerInfo, MetadataImage, PartitionImage};
-use crate::metadata::records::MetadataRecord;
 use crate::metadata::topic_config;
 
 /// Applies `change` to every partition, collecting PartitionChange records.

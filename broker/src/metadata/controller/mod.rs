@@ -1,16 +1,17 @@
 //! The controller: the one place that decides metadata changes. The broker that leads the
 //! metadata quorum runs it; every other broker forwards its requests there. A request is
 //! checked against the current image by pure decision functions (topics, brokers,
-//! partitions, partition_state), becomes records, and is committed through the metadata log;
-//! every broker then applies the records to its image. The controller also watches broker
+//! partitions, partition_state, and placement of new replicas), becomes records, and is
+//! committed through the metadata log (raft_log: the quorum as that log); every broker then
+//! applies the records to its image. The controller also watches broker
 //! heartbeats and fences brokers whose heartbeats stop, moves leadership back to preferred
 //! replicas, and creates the internal offsets topic once enough brokers are up.
 
 pub mod brokers;
 pub mod liveness;
-pub mod local_log;
 pub mod partition_state;
 pub mod partitions;
+pub mod placement;
 pub mod raft_log;
 pub mod requests;
 pub mod topics;
@@ -18,7 +19,7 @@ pub mod topics;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
@@ -27,8 +28,9 @@ use uuid::Uuid;
 use self::liveness::Liveness;
 use self::requests::{ControllerRequest, ControllerResponse, WireError};
 pub use self::topics::NewTopic;
-use super::image::MetadataImage;
-use super::records::MetadataRecord;
+use super::image::cache::MetadataCache;
+use super::image::records::MetadataRecord;
+use super::image::TopicImage;
 use crate::config::BrokerConfig;
 
 /// A boxed, sendable future: what the object-safe traits here return.
@@ -66,58 +68,6 @@ impl ControllerError {
 
     fn not_controller(message: impl Into<String>) -> Self {
         ControllerError::new(ResponseError::NotController, message)
-    }
-}
-
-/// Receives every committed batch of records, in order.
-pub trait MetadataListener: Send + Sync {
-    /// A whole image: replayed from the metadata log at start, or installed from a snapshot.
-    fn on_image_loaded(&self, image: &MetadataImage);
-    /// Records committed after that.
-    fn on_records(&self, image: &MetadataImage, records: &[MetadataRecord]);
-}
-
-/// Several listeners, called in order.
-pub struct Listeners(pub Vec<Arc<dyn MetadataListener>>);
-
-impl MetadataListener for Listeners {
-    fn on_image_loaded(&self, image: &MetadataImage) {
-        self.0.iter().for_each(|l| l.on_image_loaded(image));
-    }
-    fn on_records(&self, image: &MetadataImage, records: &[MetadataRecord]) {
-        self.0.iter().for_each(|l| l.on_records(image, records));
-    }
-}
-
-/// The latest applied image, shared by every request handler. Readers take a cheap `Arc`
-/// snapshot and never block the metadata log; waiters are told of each new image.
-pub struct MetadataCache {
-    image: RwLock<Arc<MetadataImage>>,
-    published: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for MetadataCache {
-    fn default() -> Self {
-        MetadataCache {
-            image: RwLock::default(),
-            published: tokio::sync::watch::channel(0).0,
-        }
-    }
-}
-
-impl MetadataCache {
-    pub fn current(&self) -> Arc<MetadataImage> {
-        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn publish(&self, image: Arc<MetadataImage>) {
-        *self.image.write().unwrap_or_else(|p| p.into_inner()) = image;
-        self.published.send_modify(|n| *n += 1);
-    }
-
-    /// Changes each time an image is published.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.published.subscribe()
     }
 }
 
@@ -161,7 +111,7 @@ pub struct Controller {
     node_id: i32,
     config: Arc<BrokerConfig>,
     log: Arc<dyn MetadataLog>,
-    cache: Arc<crate::metadata::MetadataCache>,
+    cache: Arc<MetadataCache>,
     forwarder: Option<Arc<dyn Forwarder>>,
     /// One decision at a time, each made against the image that includes the previous one.
     decide: tokio::sync::Mutex<()>,
@@ -390,7 +340,7 @@ impl Controller {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = crate::broker::stopped(&mut shutdown) => return,
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
             }
             let leader = self.log.is_leader();
             if leader && !was_leader {
@@ -481,7 +431,7 @@ impl Controller {
         &self,
         topic: NewTopic,
         validate_only: bool,
-    ) -> Result<super::TopicImage, ControllerError> {
+    ) -> Result<TopicImage, ControllerError> {
         match self
             .handle(ControllerRequest::CreateTopic {
                 topic,

@@ -13,8 +13,8 @@ use super::requests::WireError;
 use super::topics::check_replica_list;
 use super::ControllerError;
 use crate::config::BrokerConfig;
+use crate::metadata::image::records::MetadataRecord;
 use crate::metadata::image::MetadataImage;
-use crate::metadata::records::MetadataRecord;
 
 fn live_ids(image: &MetadataImage) -> BTreeSet<i32> {
     image.live_brokers().map(|b| b.id).collect()

@@ -9,8 +9,8 @@ use kafka_protocol::ResponseError;
 
 use super::requests::{ControllerRequest, ControllerResponse, WireError};
 use super::{BoxFuture, ControllerError, Forwarder, MetadataLog, ProposeError};
+use crate::metadata::image::records::MetadataRecord;
 use crate::metadata::quorum::{Quorum, QuorumError};
-use crate::metadata::records::MetadataRecord;
 
 /// The path of the controller RPC on every broker's HTTP side port.
 pub const CONTROLLER_RPC_PATH: &str = "/internal/controller";

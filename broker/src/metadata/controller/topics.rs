@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use super::placement::{assign_replicas, PlacementBroker};
 use super::ControllerError;
+use crate::metadata::image::records::MetadataRecord;
 use crate::metadata::image::{MetadataImage, TopicImage};
-use crate::metadata::placement::{assign_replicas, PlacementBroker};
-use crate::metadata::records::MetadataRecord;
 use crate::metadata::topic_config;
 use crate::metadata::topic_name::{collision_key, is_internal, validate_topic_name};
 

@@ -501,7 +501,7 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
-    use crate::metadata::records::MetadataRecord;
+    use crate::metadata::image::records::MetadataRecord;
 
     fn log_id(term: u64, index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(term, 0), index)

@@ -99,8 +99,8 @@ use self::log_store::{write_atomic, LogStore};
 use self::network::{NetworkFactory, PeerAddresses, PeerHealth};
 use self::state_machine::{SmShared, StateMachine};
 use self::types::{broker_id, raft_id, Raft};
-use super::controller::{MetadataCache, MetadataListener};
-use super::records::MetadataRecord;
+use super::image::cache::{MetadataCache, MetadataListener};
+use super::image::records::MetadataRecord;
 use crate::rpc::RpcClient;
 
 /// A snapshot every this many applied entries; the log is then purged up to the snapshot but

@@ -27,9 +27,9 @@ use super::log_store::write_atomic;
 use super::types::{
     Entry, LogId, QuorumError, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-use crate::metadata::controller::{MetadataCache, MetadataListener};
+use crate::metadata::image::cache::{MetadataCache, MetadataListener};
+use crate::metadata::image::records::MetadataRecord;
 use crate::metadata::image::MetadataImage;
-use crate::metadata::records::MetadataRecord;
 
 const SNAPSHOT_FILE: &str = "raft-snapshot.json";
 

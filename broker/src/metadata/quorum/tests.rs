@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::network::{codes, Envelope, JoinRequest, StatusRequest};
 use super::*;
+use crate::metadata::image::records::MetadataRecord;
 use crate::metadata::image::MetadataImage;
-use crate::metadata::records::MetadataRecord;
 use crate::rpc::RpcError;
 
 const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);

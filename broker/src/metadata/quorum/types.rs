@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 
+use crate::metadata::image::records::MetadataRecord;
 use crate::metadata::image::MetadataImage;
-use crate::metadata::records::MetadataRecord;
 use crate::rpc::RpcError;
 
 openraft::declare_raft_types!(

@@ -1,10 +1,7 @@
 use super::*;
 use crate::metadata::image::PartitionImage;
 use crate::replica::Role;
-use bytes::BytesMut;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use crate::test_support::TestBatch;
 
 const TOPIC: Uuid = Uuid::from_u128(0x5eed);
 
@@ -218,31 +215,6 @@ fn a_stale_metadata_state_does_not_undo_a_newer_one() {
     assert_eq!(p.isr(), vec![0, 1]);
 }
 
-fn one_record_batch() -> bytes::Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: crate::broker::now_ms(),
-        key: None,
-        value: Some(bytes::Bytes::from_static(b"v")),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &[record], &options).unwrap();
-    buf.freeze()
-}
-
 #[test]
 fn isr_changes_go_out_one_at_a_time_and_come_back_as_metadata() {
     let dir = tempfile::tempdir().unwrap();
@@ -250,7 +222,8 @@ fn isr_changes_go_out_one_at_a_time_and_come_back_as_metadata() {
     let mut image = image(&[state(0, 3, 0, &[0, 1, 2], &[0])]);
     rm.on_image_loaded(&image);
     let p = rm.get("t", 0).unwrap();
-    p.append_as_leader(&one_record_batch(), 1, 0).unwrap();
+    p.append_as_leader(&TestBatch::values(&["v"]).build(), 1, 0)
+        .unwrap();
     assert_eq!(p.high_watermark(), 1, "alone in the ISR");
     assert_eq!(
         rm.stats(),

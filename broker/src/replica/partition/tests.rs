@@ -1,43 +1,14 @@
 use super::*;
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 
 use crate::metadata::{MetadataImage, MetadataRecord};
+use crate::test_support::TestBatch;
 
+/// `n` one-byte records, from an idempotent producer (epoch 0) when `producer_id` >= 0.
 fn batch(producer_id: i64, first_seq: i32, n: usize) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id,
-            producer_epoch: 0,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // Without a producer id the batch's base sequence is -1; the encoder derives it
-            // from the first record, and keeps records in one batch while offset - sequence
-            // stays the same.
-            sequence: if producer_id >= 0 {
-                first_seq + i as i32
-            } else {
-                i as i32 - 1
-            },
-            timestamp: crate::broker::now_ms(),
-            key: None,
-            value: Some(Bytes::from_static(b"v")),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    TestBatch::values(&vec!["v"; n])
+        .producer(producer_id, 0, first_seq)
+        .build()
 }
 
 /// Brokers 0..=3 registered and live.

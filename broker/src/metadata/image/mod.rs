@@ -1,12 +1,21 @@
 //! The in-memory metadata image: the state obtained by applying every metadata record in
 //! order. Answers Metadata, DescribeCluster and config lookups. Pure data, no I/O.
+//!
+//! Beside it: [`records`], the changes it is built from; [`partition`], a partition's state,
+//! which the image holds and a record carries; and [`cache`], the latest image shared with the
+//! rest of the broker.
+
+pub mod cache;
+pub mod partition;
+pub mod records;
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::records::MetadataRecord;
+pub use self::partition::{PartitionImage, NO_LEADER};
+use self::records::MetadataRecord;
 
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,47 +33,6 @@ pub struct BrokerInfo {
     /// Fenced brokers lead nothing, are in no ISR and are not offered to clients.
     #[serde(default)]
     pub fenced: bool,
-}
-
-/// No leader: the partition is offline.
-pub const NO_LEADER: i32 = -1;
-
-/// One partition's replica placement and leadership.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionImage {
-    /// The replica set, preferred leader first. During a reassignment it holds the old and
-    /// the new replicas together.
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-    /// The leader's broker id, or [`NO_LEADER`].
-    pub leader: i32,
-    /// Bumped on every leader change; stamped into batches and checked by followers.
-    pub leader_epoch: i32,
-    /// Bumped on every change of this partition (ISR, replicas, leader), so a stale ISR
-    /// update from a leader is told apart from a current one (Kafka's partition epoch).
-    #[serde(default)]
-    pub partition_epoch: i32,
-    /// Replicas being added by a reassignment (also in `replicas`).
-    #[serde(default)]
-    pub adding_replicas: Vec<i32>,
-    /// Replicas being removed by a reassignment (still in `replicas` until it completes).
-    #[serde(default)]
-    pub removing_replicas: Vec<i32>,
-}
-
-impl PartitionImage {
-    pub fn is_reassigning(&self) -> bool {
-        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
-    }
-
-    /// The replica set the partition will have once its reassignment completes.
-    pub fn target_replicas(&self) -> Vec<i32> {
-        self.replicas
-            .iter()
-            .copied()
-            .filter(|r| !self.removing_replicas.contains(r))
-            .collect()
-    }
 }
 
 /// A topic.

@@ -1,11 +1,11 @@
-//! Local persistence of the metadata log: one JSON record per line, fsynced before a change is
-//! acknowledged. A single-node stand-in for the Raft log, which will carry the same records.
+//! The file behind [`super::local_log::LocalLog`]: one JSON metadata record per line, fsynced
+//! before a change is acknowledged.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::records::MetadataRecord;
+use crate::metadata::image::records::MetadataRecord;
 
 /// Errors reading or writing the metadata log.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,13 @@
 //! The metadata log's records: every change to cluster metadata is one of these. The Raft
 //! quorum replicates them in order, and every broker applies them to its
-//! [`super::image::MetadataImage`].
+//! [`super::MetadataImage`].
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::image::PartitionImage;
+use super::partition::PartitionImage;
 
 /// One metadata change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

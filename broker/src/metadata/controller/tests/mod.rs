@@ -1,11 +1,16 @@
 //! The controller front end over a local metadata log: requests, restarts, heartbeats.
+//! [`local_log`] and [`store`] are that log, a single-node stand-in for the Raft quorum.
+
+mod local_log;
+mod store;
 
 use std::collections::BTreeMap;
 
-use super::local_log::LocalLog;
+use self::local_log::LocalLog;
 use super::requests::{ControllerRequest as Req, ControllerResponse as Resp};
 use super::*;
-use crate::metadata::image::BrokerInfo;
+use crate::metadata::image::cache::MetadataListener;
+use crate::metadata::image::{BrokerInfo, MetadataImage};
 
 struct Nobody;
 impl MetadataListener for Nobody {

@@ -4,10 +4,11 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::{BoxFuture, MetadataCache, MetadataListener, MetadataLog, ProposeError};
+use super::store::{MetadataStore, StoreError};
+use crate::metadata::controller::{BoxFuture, MetadataLog, ProposeError};
+use crate::metadata::image::cache::{MetadataCache, MetadataListener};
+use crate::metadata::image::records::MetadataRecord;
 use crate::metadata::image::MetadataImage;
-use crate::metadata::records::MetadataRecord;
-use crate::metadata::store::{MetadataStore, StoreError};
 
 struct State {
     store: MetadataStore,
