@@ -1,6 +1,7 @@
 //! Broker configuration: Kafka's property names, read from (lowest to highest precedence)
 //! built-in defaults, a properties file, `SLUICE_*` environment variables and `--set` flags.
-//! Each setting is one entry of [`BROKER_CONFIGS`] (name, type, doc, parsing and checks).
+//! Each setting is one entry of [`BROKER_CONFIGS`] (name, type, doc, parsing and checks);
+//! README.md's table of broker settings is checked against it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -255,7 +256,8 @@ pub struct BrokerConfigDef {
 }
 
 /// Every broker setting Sluice accepts; anything else stops the broker, so a misspelt name
-/// never silently does nothing. The order is the order of DescribeConfigs.
+/// never silently does nothing. The order is the order of DescribeConfigs. README.md's table of
+/// broker settings must agree (checked by a test below).
 pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef {
         name: "node.id",
@@ -1260,5 +1262,85 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/d"));
         let e = c.set("log.retention.hours", "-2").unwrap_err().to_string();
         assert!(e.contains("log.retention.hours"), "{e}");
+    }
+
+    /// README.md's table of broker settings: the cells of each row (names, default, meaning).
+    fn readme_rows() -> Vec<Vec<String>> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let section = readme
+            .split("\n### Broker settings\n")
+            .nth(1)
+            .expect("README.md has a `### Broker settings` section");
+        section
+            .lines()
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            .skip(2) // the header and the separator
+            .map(|line| {
+                let line = line.trim().trim_start_matches('|').trim_end_matches('|');
+                line.split('|')
+                    .map(|cell| cell.trim().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// README.md lists every setting once, under its name and aliases, with its default and the
+    /// table's doc, and nothing else. A default may be followed by a note (`` `604800000` (7
+    /// days) ``).
+    #[test]
+    fn readme_table_matches_the_settings() {
+        let defaults = BrokerConfig::default();
+        let rows = readme_rows();
+        let mut problems = Vec::new();
+        let mut expected_names = Vec::new();
+        for def in BROKER_CONFIGS {
+            let mut names = format!("`{}`", def.name);
+            if !def.aliases.is_empty() {
+                let aliases: Vec<String> = def
+                    .aliases
+                    .iter()
+                    .map(|a| format!("`{}`", a.name))
+                    .collect();
+                names.push_str(&format!(" (or {})", aliases.join(", ")));
+            }
+            let default = match def.value(&defaults) {
+                Some(value) => format!("`{value}`"),
+                None => def.unset.unwrap_or_default().to_string(),
+            };
+            let expected = format!("| {names} | {default} | {} |", def.doc);
+            match rows
+                .iter()
+                .filter(|row| row[0] == names)
+                .collect::<Vec<_>>()[..]
+            {
+                [] => problems.push(format!("no row for `{}`; expected\n  {expected}", def.name)),
+                [row] => {
+                    let default_ok = row.get(1).is_some_and(|cell| {
+                        *cell == default || cell.starts_with(&format!("{default} ("))
+                    });
+                    if !default_ok || row.get(2) != Some(&def.doc.to_string()) || row.len() != 3 {
+                        problems.push(format!(
+                            "the row of `{}` disagrees with the code; expected\n  {expected}",
+                            def.name
+                        ));
+                    }
+                }
+                _ => problems.push(format!("`{}` has more than one row", def.name)),
+            }
+            expected_names.push(names);
+        }
+        for row in &rows {
+            if !expected_names.contains(&row[0]) {
+                problems.push(format!("the row {} names no setting", row[0]));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "README.md's broker settings table:\n{}",
+            problems.join("\n")
+        );
     }
 }
