@@ -1,10 +1,14 @@
 //! Broker configuration: Kafka's property names, read from (lowest to highest precedence)
 //! built-in defaults, a properties file, `SLUICE_*` environment variables and `--set` flags.
+//! Each setting is one entry of [`BROKER_CONFIGS`] (name, type, doc, parsing and checks);
+//! README.md's table of broker settings is checked against it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::config_values::{ratio, ConfigType};
 
 /// Errors while building a [`BrokerConfig`].
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +41,8 @@ pub enum FlushPolicy {
     Interval,
 }
 
-/// Every broker setting, typed. Field docs name the Kafka property.
+/// Every broker setting, typed. Field docs name the Kafka property; [`BROKER_CONFIGS`] says
+/// what it means and how it is parsed.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// `node.id`
@@ -213,250 +218,742 @@ impl Default for BrokerConfig {
     }
 }
 
-/// The property names this broker understands, for env lookup and error messages.
-pub const KNOWN_KEYS: &[&str] = &[
-    "node.id",
-    "broker.id",
-    "listeners",
-    "advertised.listeners",
-    "http.listener",
-    "log.dirs",
-    "log.dir",
-    "broker.rack",
-    "num.partitions",
-    "default.replication.factor",
-    "auto.create.topics.enable",
-    "message.max.bytes",
-    "socket.request.max.bytes",
-    "queued.max.requests",
-    "log.segment.bytes",
-    "log.roll.ms",
-    "log.roll.hours",
-    "log.retention.ms",
-    "log.retention.minutes",
-    "log.retention.hours",
-    "log.retention.bytes",
-    "log.retention.check.interval.ms",
-    "log.index.interval.bytes",
-    "log.index.size.max.bytes",
-    "log.message.timestamp.type",
-    "log.cleanup.policy",
-    "log.cleaner.delete.retention.ms",
-    "log.cleaner.min.compaction.lag.ms",
-    "log.cleaner.min.cleanable.ratio",
-    "log.cleaner.backoff.ms",
-    "min.insync.replicas",
-    "log.flush.policy",
-    "log.flush.interval.ms",
-    "fetch.max.bytes",
-    "cluster.id",
-    "offsets.topic.num.partitions",
-    "offsets.retention.minutes",
-    "offsets.retention.check.interval.ms",
-    "offset.metadata.max.bytes",
-    "group.initial.rebalance.delay.ms",
-    "group.min.session.timeout.ms",
-    "group.max.session.timeout.ms",
-    "group.max.size",
-    "advertised.http.listener",
-    "controller.quorum.bootstrap.servers",
-    "controller.quorum.voter.count",
-    "controller.quorum.election.timeout.ms",
-    "broker.heartbeat.interval.ms",
-    "broker.session.timeout.ms",
-    "replica.lag.time.max.ms",
-    "replica.fetch.max.bytes",
-    "replica.fetch.wait.max.ms",
-    "replica.fetch.backoff.ms",
-    "unclean.leader.election.enable",
-    "auto.leader.rebalance.enable",
-    "leader.imbalance.check.interval.seconds",
-    "offsets.topic.replication.factor",
-    "controlled.shutdown.timeout.ms",
+/// Another name for a broker setting: Kafka's older name, or the same value in a larger unit.
+pub struct Alias {
+    pub name: &'static str,
+    /// How many of the setting's units one unit of the alias is (`log.retention.hours`:
+    /// 3 600 000 ms); 1 for a plain second name.
+    pub scale: i64,
+}
+
+/// How DescribeConfigs on the broker resource reports a setting.
+pub enum Describe {
+    /// Not reported.
+    Hidden,
+    /// Reported as [`BrokerConfigDef::value`].
+    Value,
+    /// Reported in another form than the one `set` takes.
+    Custom(fn(&BrokerConfig) -> String),
+}
+
+/// One broker setting. Its default is its value in `BrokerConfig::default()`.
+pub struct BrokerConfigDef {
+    pub name: &'static str,
+    pub aliases: &'static [Alias],
+    /// Kafka's type of the property.
+    pub config_type: ConfigType,
+    /// The README's description.
+    pub doc: &'static str,
+    /// What the broker does while the setting has no value (the README's default); `None` for
+    /// settings that always have one.
+    pub unset: Option<&'static str>,
+    pub describe: Describe,
+    /// The current value, written as `set` takes it under `name`; `None` while unset.
+    value: fn(&BrokerConfig) -> Option<String>,
+    /// Parses, checks and stores a value given in `scale` units (1 under `name`, the alias's
+    /// scale under an alias); the error is the reason given in [`ConfigError::InvalidValue`].
+    set: fn(&mut BrokerConfig, &str, i64) -> Result<(), String>,
+}
+
+/// Every broker setting Sluice accepts; anything else stops the broker, so a misspelt name
+/// never silently does nothing. The order is the order of DescribeConfigs. README.md's table of
+/// broker settings must agree (checked by a test below).
+pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
+    BrokerConfigDef {
+        name: "node.id",
+        aliases: &[Alias {
+            name: "broker.id",
+            scale: 1,
+        }],
+        config_type: ConfigType::Int,
+        doc: "Broker id.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.node_id.to_string()),
+        set: |c, v, _| parse(v).map(|n| c.node_id = n),
+    },
+    BrokerConfigDef {
+        name: "listeners",
+        aliases: &[],
+        config_type: ConfigType::String,
+        doc: "Kafka listener, `HOST:PORT` or `PLAINTEXT://HOST:PORT`; `:9092` means all \
+              interfaces.",
+        unset: None,
+        describe: Describe::Custom(|c| format!("PLAINTEXT://{}", c.listener)),
+        value: |c| Some(c.listener.to_string()),
+        set: |c, v, _| parse_listener(v).map(|a| c.listener = a),
+    },
+    BrokerConfigDef {
+        name: "advertised.listeners",
+        aliases: &[],
+        config_type: ConfigType::String,
+        doc: "`HOST:PORT` clients are told to connect to.",
+        unset: Some("the bound listener"),
+        describe: Describe::Custom(|c| {
+            let (host, port) = c.advertised(c.listener);
+            format!("PLAINTEXT://{host}:{port}")
+        }),
+        value: |c| {
+            c.advertised_listener
+                .as_ref()
+                .map(|(host, port)| format!("{host}:{port}"))
+        },
+        set: |c, v, _| {
+            let (host, port) = strip_scheme(v)
+                .rsplit_once(':')
+                .ok_or("expected HOST:PORT")?;
+            let port = port.parse().map_err(|_| "bad port")?;
+            c.advertised_listener = Some((host.trim_matches(['[', ']']).to_string(), port));
+            Ok(())
+        },
+    },
+    BrokerConfigDef {
+        name: "http.listener",
+        aliases: &[],
+        config_type: ConfigType::String,
+        doc: "HTTP side port: `/metrics`, `/healthz`, `/readyz`.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.http_listener.to_string()),
+        set: |c, v, _| parse_listener(v).map(|a| c.http_listener = a),
+    },
+    BrokerConfigDef {
+        name: "log.dirs",
+        aliases: &[Alias {
+            name: "log.dir",
+            scale: 1,
+        }],
+        config_type: ConfigType::String,
+        doc: "Data directory (the first of a comma-separated list).",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.data_dir.display().to_string()),
+        set: |c, v, _| {
+            // Kafka accepts a comma-separated list; Sluice uses one directory.
+            let first = v.split(',').next().unwrap_or_default();
+            if first.is_empty() {
+                return Err("empty path".into());
+            }
+            c.data_dir = PathBuf::from(first);
+            Ok(())
+        },
+    },
+    BrokerConfigDef {
+        name: "cluster.id",
+        aliases: &[],
+        config_type: ConfigType::String,
+        doc: "Cluster id; stored in `meta.properties` on first start, and a mismatch later \
+              refuses to start.",
+        unset: Some("generated"),
+        describe: Describe::Hidden,
+        value: |c| c.cluster_id.clone(),
+        set: |c, v, _| {
+            c.cluster_id = Some(v.to_string()).filter(|v| !v.is_empty());
+            Ok(())
+        },
+    },
+    BrokerConfigDef {
+        name: "broker.rack",
+        aliases: &[],
+        config_type: ConfigType::String,
+        doc: "Rack, reported in metadata.",
+        unset: Some("none"),
+        describe: Describe::Hidden,
+        value: |c| c.rack.clone(),
+        set: |c, v, _| {
+            c.rack = Some(v.to_string()).filter(|v| !v.is_empty());
+            Ok(())
+        },
+    },
+    BrokerConfigDef {
+        name: "num.partitions",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Partitions of auto-created topics and of CreateTopics with `-1`.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.num_partitions.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.num_partitions = n),
+    },
+    BrokerConfigDef {
+        name: "default.replication.factor",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Replication factor for `-1` and auto-created topics.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.default_replication_factor.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.default_replication_factor = n),
+    },
+    BrokerConfigDef {
+        name: "auto.create.topics.enable",
+        aliases: &[],
+        config_type: ConfigType::Boolean,
+        doc: "Create unknown topics when clients ask for their metadata.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.auto_create_topics.to_string()),
+        set: |c, v, _| parse(v).map(|b| c.auto_create_topics = b),
+    },
+    BrokerConfigDef {
+        name: "message.max.bytes",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Largest record batch (default of the topic config `max.message.bytes`).",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.message_max_bytes.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.message_max_bytes = n),
+    },
+    BrokerConfigDef {
+        name: "socket.request.max.bytes",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Largest request; a larger frame closes the connection.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.socket_request_max_bytes.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.socket_request_max_bytes = n),
+    },
+    BrokerConfigDef {
+        name: "queued.max.requests",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Pipelined requests in flight per connection before the broker stops reading.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.queued_max_requests.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.queued_max_requests = n),
+    },
+    BrokerConfigDef {
+        name: "fetch.max.bytes",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Cap on one fetch response.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.fetch_max_bytes.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.fetch_max_bytes = n),
+    },
+    BrokerConfigDef {
+        name: "log.segment.bytes",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Default `segment.bytes`.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.log_segment_bytes.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.log_segment_bytes = n),
+    },
+    BrokerConfigDef {
+        name: "log.roll.ms",
+        aliases: &[Alias {
+            name: "log.roll.hours",
+            scale: 3_600_000,
+        }],
+        config_type: ConfigType::Long,
+        doc: "Default `segment.ms`.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.log_roll_ms.to_string()),
+        set: |c, v, scale| parse_positive::<i64>(v).map(|n| c.log_roll_ms = n * scale),
+    },
+    BrokerConfigDef {
+        name: "log.retention.ms",
+        aliases: &[
+            Alias {
+                name: "log.retention.minutes",
+                scale: 60_000,
+            },
+            Alias {
+                name: "log.retention.hours",
+                scale: 3_600_000,
+            },
+        ],
+        config_type: ConfigType::Long,
+        doc: "Default `retention.ms`; `-1` keeps forever.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.log_retention_ms.to_string()),
+        set: |c, v, scale| parse_retention(v, scale).map(|ms| c.log_retention_ms = ms),
+    },
+    BrokerConfigDef {
+        name: "log.retention.bytes",
+        aliases: &[],
+        config_type: ConfigType::Long,
+        doc: "Default `retention.bytes`.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.log_retention_bytes.to_string()),
+        set: |c, v, _| parse_retention(v, 1).map(|n| c.log_retention_bytes = n),
+    },
+    BrokerConfigDef {
+        name: "log.retention.check.interval.ms",
+        aliases: &[],
+        config_type: ConfigType::Long,
+        doc: "How often retention and time-based rolling run.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.log_retention_check_interval.as_millis().to_string()),
+        set: |c, v, _| parse_millis(v).map(|d| c.log_retention_check_interval = d),
+    },
+    BrokerConfigDef {
+        name: "log.index.interval.bytes",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Bytes between offset index entries.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.log_index_interval_bytes.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.log_index_interval_bytes = n),
+    },
+    BrokerConfigDef {
+        name: "log.index.size.max.bytes",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Default `segment.index.bytes`.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.log_index_size_max_bytes.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.log_index_size_max_bytes = n),
+    },
+    BrokerConfigDef {
+        name: "log.message.timestamp.type",
+        aliases: &[],
+        config_type: ConfigType::String,
+        doc: "Default `message.timestamp.type`.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| {
+            Some(if c.log_message_timestamp_type_log_append {
+                "LogAppendTime".into()
+            } else {
+                "CreateTime".into()
+            })
+        },
+        set: |c, v, _| {
+            c.log_message_timestamp_type_log_append = match v {
+                "CreateTime" => false,
+                "LogAppendTime" => true,
+                _ => return Err("expected CreateTime or LogAppendTime".into()),
+            };
+            Ok(())
+        },
+    },
+    BrokerConfigDef {
+        name: "log.flush.policy",
+        aliases: &[],
+        config_type: ConfigType::String,
+        doc: "`sync`: acknowledge produce requests only after fsync; concurrent producers share \
+              one fsync (group commit). `interval`: fsync every `log.flush.interval.ms`, as \
+              Kafka does by default. Either way a process crash (`kill -9`) loses nothing \
+              acknowledged; `sync` also covers power loss.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| {
+            Some(
+                match c.flush_policy {
+                    FlushPolicy::Sync => "sync",
+                    FlushPolicy::Interval => "interval",
+                }
+                .into(),
+            )
+        },
+        set: |c, v, _| {
+            c.flush_policy = match v {
+                "sync" => FlushPolicy::Sync,
+                "interval" => FlushPolicy::Interval,
+                _ => return Err("expected `sync` or `interval`".into()),
+            };
+            Ok(())
+        },
+    },
+    BrokerConfigDef {
+        name: "log.flush.interval.ms",
+        aliases: &[],
+        config_type: ConfigType::Long,
+        doc: "fsync interval under the `interval` policy.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.flush_interval.as_millis().to_string()),
+        set: |c, v, _| parse_millis(v).map(|d| c.flush_interval = d),
+    },
+    BrokerConfigDef {
+        name: "min.insync.replicas",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Default `min.insync.replicas`.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.min_insync_replicas.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.min_insync_replicas = n),
+    },
+    BrokerConfigDef {
+        name: "offsets.topic.num.partitions",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Partitions of `__consumer_offsets`, created on first start.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.offsets_topic_num_partitions.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.offsets_topic_num_partitions = n),
+    },
+    BrokerConfigDef {
+        name: "offsets.retention.minutes",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Committed offsets of a group with no members expire this long after their commit.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some((c.offsets_retention_ms / 60_000).to_string()),
+        set: |c, v, _| {
+            parse_positive::<i64>(v).map(|minutes| c.offsets_retention_ms = minutes * 60_000)
+        },
+    },
+    BrokerConfigDef {
+        name: "offsets.retention.check.interval.ms",
+        aliases: &[],
+        config_type: ConfigType::Long,
+        doc: "How often expired offsets are removed.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.offsets_retention_check_interval.as_millis().to_string()),
+        set: |c, v, _| parse_millis(v).map(|d| c.offsets_retention_check_interval = d),
+    },
+    BrokerConfigDef {
+        name: "offset.metadata.max.bytes",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Larger commit metadata gets `OFFSET_METADATA_TOO_LARGE`.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.offset_metadata_max_bytes.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.offset_metadata_max_bytes = n),
+    },
+    BrokerConfigDef {
+        name: "group.initial.rebalance.delay.ms",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "An empty group waits this long for more members before its first rebalance \
+              completes.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.group_initial_rebalance_delay.as_millis().to_string()),
+        set: |c, v, _| {
+            parse_non_negative(v)
+                .map(|ms| c.group_initial_rebalance_delay = Duration::from_millis(ms as u64))
+        },
+    },
+    BrokerConfigDef {
+        name: "group.min.session.timeout.ms",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Smallest session timeout a consumer may ask for.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.group_min_session_timeout_ms.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.group_min_session_timeout_ms = n),
+    },
+    BrokerConfigDef {
+        name: "group.max.session.timeout.ms",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Largest session timeout a consumer may ask for.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.group_max_session_timeout_ms.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.group_max_session_timeout_ms = n),
+    },
+    BrokerConfigDef {
+        name: "group.max.size",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Members per group.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.group_max_size.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.group_max_size = n),
+    },
+    BrokerConfigDef {
+        name: "log.cleanup.policy",
+        aliases: &[],
+        config_type: ConfigType::List,
+        doc: "Default `cleanup.policy`: `delete`, `compact` or `compact,delete`.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.log_cleanup_policy.clone()),
+        set: |c, v, _| {
+            if !matches!(
+                v,
+                "delete" | "compact" | "compact,delete" | "delete,compact"
+            ) {
+                return Err("expected `delete`, `compact` or `compact,delete`".into());
+            }
+            c.log_cleanup_policy = v.to_string();
+            Ok(())
+        },
+    },
+    BrokerConfigDef {
+        name: "log.cleaner.delete.retention.ms",
+        aliases: &[],
+        config_type: ConfigType::Long,
+        doc: "Default `delete.retention.ms`.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.log_cleaner_delete_retention_ms.to_string()),
+        set: |c, v, _| parse_non_negative(v).map(|ms| c.log_cleaner_delete_retention_ms = ms),
+    },
+    BrokerConfigDef {
+        name: "log.cleaner.min.compaction.lag.ms",
+        aliases: &[],
+        config_type: ConfigType::Long,
+        doc: "Default `min.compaction.lag.ms`.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.log_cleaner_min_compaction_lag_ms.to_string()),
+        set: |c, v, _| parse_non_negative(v).map(|ms| c.log_cleaner_min_compaction_lag_ms = ms),
+    },
+    BrokerConfigDef {
+        name: "log.cleaner.min.cleanable.ratio",
+        aliases: &[],
+        config_type: ConfigType::Double,
+        doc: "Default `min.cleanable.dirty.ratio`.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.log_cleaner_min_cleanable_ratio.to_string()),
+        set: |c, v, _| ratio(v).map(|r| c.log_cleaner_min_cleanable_ratio = r),
+    },
+    BrokerConfigDef {
+        name: "log.cleaner.backoff.ms",
+        aliases: &[],
+        config_type: ConfigType::Long,
+        doc: "How often compacted partitions are checked for cleaning.",
+        unset: None,
+        describe: Describe::Value,
+        value: |c| Some(c.log_cleaner_backoff.as_millis().to_string()),
+        set: |c, v, _| parse_millis(v).map(|d| c.log_cleaner_backoff = d),
+    },
+    BrokerConfigDef {
+        name: "advertised.http.listener",
+        aliases: &[],
+        config_type: ConfigType::String,
+        doc: "`HOST:PORT` other brokers use for this broker's HTTP side port (cluster RPC).",
+        unset: Some("advertised host, HTTP port"),
+        describe: Describe::Hidden,
+        value: |c| c.advertised_http_listener.clone(),
+        set: |c, v, _| {
+            let addr = strip_scheme(v);
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            {
+                return Err("expected HOST:PORT".into());
+            }
+            c.advertised_http_listener = Some(addr.to_string());
+            Ok(())
+        },
+    },
+    BrokerConfigDef {
+        name: "controller.quorum.bootstrap.servers",
+        aliases: &[],
+        config_type: ConfigType::List,
+        doc: "`id@host:httpPort,...`: the brokers that form the cluster the first time; later \
+              brokers join through them. Empty: a single-broker cluster. With more than one \
+              entry `cluster.id` must be set.",
+        unset: Some("empty"),
+        describe: Describe::Hidden,
+        value: |c| {
+            let servers = &c.quorum_bootstrap_servers;
+            (!servers.is_empty()).then(|| {
+                let entries: Vec<String> = servers
+                    .iter()
+                    .map(|(id, addr)| format!("{id}@{addr}"))
+                    .collect();
+                entries.join(",")
+            })
+        },
+        set: |c, v, _| {
+            parse_bootstrap_servers(v).map(|servers| c.quorum_bootstrap_servers = servers)
+        },
+    },
+    BrokerConfigDef {
+        name: "controller.quorum.voter.count",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Brokers that vote in the metadata quorum (1, 3 or 5), picked from live brokers.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.quorum_voter_count.to_string()),
+        set: |c, v, _| {
+            c.quorum_voter_count = match parse(v)? {
+                n @ (1 | 3 | 5) => n,
+                _ => return Err("must be 1, 3 or 5".into()),
+            };
+            Ok(())
+        },
+    },
+    BrokerConfigDef {
+        name: "controller.quorum.election.timeout.ms",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "A quorum member that hears nothing from the leader for 1-2x this starts an \
+              election.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.quorum_election_timeout.as_millis().to_string()),
+        set: |c, v, _| parse_millis(v).map(|d| c.quorum_election_timeout = d),
+    },
+    BrokerConfigDef {
+        name: "broker.heartbeat.interval.ms",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "How often a broker heartbeats to the controller.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.broker_heartbeat_interval.as_millis().to_string()),
+        set: |c, v, _| parse_millis(v).map(|d| c.broker_heartbeat_interval = d),
+    },
+    BrokerConfigDef {
+        name: "broker.session.timeout.ms",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "A broker whose heartbeats stop this long is fenced and loses its leaderships.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.broker_session_timeout.as_millis().to_string()),
+        set: |c, v, _| parse_millis(v).map(|d| c.broker_session_timeout = d),
+    },
+    BrokerConfigDef {
+        name: "replica.lag.time.max.ms",
+        aliases: &[],
+        config_type: ConfigType::Long,
+        doc: "A follower not caught up for this long leaves the ISR.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.replica_lag_time_max.as_millis().to_string()),
+        set: |c, v, _| parse_millis(v).map(|d| c.replica_lag_time_max = d),
+    },
+    BrokerConfigDef {
+        name: "replica.fetch.max.bytes",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Per partition in a follower's fetch.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.replica_fetch_max_bytes.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.replica_fetch_max_bytes = n),
+    },
+    BrokerConfigDef {
+        name: "replica.fetch.wait.max.ms",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "How long a follower's fetch waits at the leader for new data.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.replica_fetch_wait_max_ms.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.replica_fetch_wait_max_ms = n),
+    },
+    BrokerConfigDef {
+        name: "replica.fetch.backoff.ms",
+        aliases: &[],
+        config_type: ConfigType::Int,
+        doc: "Pause after a failed follower fetch.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.replica_fetch_backoff.as_millis().to_string()),
+        set: |c, v, _| parse_millis(v).map(|d| c.replica_fetch_backoff = d),
+    },
+    BrokerConfigDef {
+        name: "unclean.leader.election.enable",
+        aliases: &[],
+        config_type: ConfigType::Boolean,
+        doc: "Default of the topic config of that name.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.unclean_leader_election.to_string()),
+        set: |c, v, _| parse(v).map(|b| c.unclean_leader_election = b),
+    },
+    BrokerConfigDef {
+        name: "auto.leader.rebalance.enable",
+        aliases: &[],
+        config_type: ConfigType::Boolean,
+        doc: "Move leadership back to each partition's preferred replica when it is in sync.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.auto_leader_rebalance.to_string()),
+        set: |c, v, _| parse(v).map(|b| c.auto_leader_rebalance = b),
+    },
+    BrokerConfigDef {
+        name: "leader.imbalance.check.interval.seconds",
+        aliases: &[],
+        config_type: ConfigType::Long,
+        doc: "How often the check of `auto.leader.rebalance.enable` runs.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.leader_imbalance_check_interval.as_secs().to_string()),
+        set: |c, v, _| {
+            parse_positive(v)
+                .map(|secs| c.leader_imbalance_check_interval = Duration::from_secs(secs))
+        },
+    },
+    BrokerConfigDef {
+        name: "offsets.topic.replication.factor",
+        aliases: &[],
+        config_type: ConfigType::Short,
+        doc: "Replication factor of `__consumer_offsets`, capped by the number of bootstrap \
+              brokers; the topic is created once that many brokers are up.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.offsets_topic_replication_factor.to_string()),
+        set: |c, v, _| parse_positive(v).map(|n| c.offsets_topic_replication_factor = n),
+    },
+    BrokerConfigDef {
+        name: "controlled.shutdown.timeout.ms",
+        aliases: &[],
+        config_type: ConfigType::Long,
+        doc: "How long SIGTERM waits for leadership to move away.",
+        unset: None,
+        describe: Describe::Hidden,
+        value: |c| Some(c.controlled_shutdown_timeout.as_millis().to_string()),
+        set: |c, v, _| parse_millis(v).map(|d| c.controlled_shutdown_timeout = d),
+    },
 ];
+
+/// The setting a property name stands for, and the scale of a value given under that name.
+fn lookup(key: &str) -> Option<(&'static BrokerConfigDef, i64)> {
+    BROKER_CONFIGS.iter().find_map(|def| {
+        if def.name == key {
+            return Some((def, 1));
+        }
+        let alias = def.aliases.iter().find(|a| a.name == key)?;
+        Some((def, alias.scale))
+    })
+}
+
+/// Every property name the broker understands, aliases included, for env lookup.
+pub fn known_keys() -> impl Iterator<Item = &'static str> {
+    BROKER_CONFIGS
+        .iter()
+        .flat_map(|def| std::iter::once(def.name).chain(def.aliases.iter().map(|a| a.name)))
+}
+
+impl BrokerConfigDef {
+    /// The setting's value in `config`, as `set` takes it under `name`; `None` while unset.
+    pub fn value(&self, config: &BrokerConfig) -> Option<String> {
+        (self.value)(config)
+    }
+}
 
 impl BrokerConfig {
     /// Applies one `key=value` property.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let value = value.trim();
-        match key {
-            "node.id" | "broker.id" => self.node_id = parse(key, value)?,
-            "listeners" => self.listener = parse_listener(key, value)?,
-            "advertised.listeners" => {
-                let addr = strip_scheme(value);
-                let (host, port) = addr
-                    .rsplit_once(':')
-                    .ok_or_else(|| invalid(key, value, "expected HOST:PORT"))?;
-                let port = port.parse().map_err(|_| invalid(key, value, "bad port"))?;
-                self.advertised_listener = Some((host.trim_matches(['[', ']']).to_string(), port));
-            }
-            "http.listener" => self.http_listener = parse_listener(key, value)?,
-            "log.dirs" | "log.dir" => {
-                // Kafka accepts a comma-separated list; Sluice uses one directory.
-                let first = value.split(',').next().unwrap_or_default();
-                if first.is_empty() {
-                    return Err(invalid(key, value, "empty path"));
-                }
-                self.data_dir = PathBuf::from(first);
-            }
-            "broker.rack" => self.rack = Some(value.to_string()).filter(|v| !v.is_empty()),
-            "num.partitions" => self.num_partitions = parse_positive(key, value)?,
-            "default.replication.factor" => {
-                self.default_replication_factor = parse_positive(key, value)?
-            }
-            "auto.create.topics.enable" => self.auto_create_topics = parse(key, value)?,
-            "message.max.bytes" => self.message_max_bytes = parse_positive(key, value)?,
-            "socket.request.max.bytes" => {
-                self.socket_request_max_bytes = parse_positive(key, value)?
-            }
-            "queued.max.requests" => self.queued_max_requests = parse_positive(key, value)?,
-            "log.segment.bytes" => self.log_segment_bytes = parse_positive(key, value)?,
-            "log.roll.ms" => self.log_roll_ms = parse_positive(key, value)?,
-            "log.roll.hours" => self.log_roll_ms = parse_positive::<i64>(key, value)? * 3_600_000,
-            "log.retention.ms" => self.log_retention_ms = parse_retention(key, value, 1)?,
-            "log.retention.minutes" => self.log_retention_ms = parse_retention(key, value, 60_000)?,
-            "log.retention.hours" => {
-                self.log_retention_ms = parse_retention(key, value, 3_600_000)?
-            }
-            "log.retention.bytes" => self.log_retention_bytes = parse_retention(key, value, 1)?,
-            "log.retention.check.interval.ms" => {
-                self.log_retention_check_interval =
-                    Duration::from_millis(parse_positive(key, value)?)
-            }
-            "log.index.interval.bytes" => {
-                self.log_index_interval_bytes = parse_positive(key, value)?
-            }
-            "log.index.size.max.bytes" => {
-                self.log_index_size_max_bytes = parse_positive(key, value)?
-            }
-            "log.message.timestamp.type" => {
-                self.log_message_timestamp_type_log_append = match value {
-                    "CreateTime" => false,
-                    "LogAppendTime" => true,
-                    _ => return Err(invalid(key, value, "expected CreateTime or LogAppendTime")),
-                }
-            }
-            "log.cleanup.policy" => {
-                if !matches!(
-                    value,
-                    "delete" | "compact" | "compact,delete" | "delete,compact"
-                ) {
-                    return Err(invalid(
-                        key,
-                        value,
-                        "expected `delete`, `compact` or `compact,delete`",
-                    ));
-                }
-                self.log_cleanup_policy = value.to_string();
-            }
-            "log.cleaner.delete.retention.ms" => {
-                self.log_cleaner_delete_retention_ms = parse_non_negative(key, value)?
-            }
-            "log.cleaner.min.compaction.lag.ms" => {
-                self.log_cleaner_min_compaction_lag_ms = parse_non_negative(key, value)?
-            }
-            "log.cleaner.min.cleanable.ratio" => {
-                self.log_cleaner_min_cleanable_ratio = crate::config_values::ratio(value)
-                    .map_err(|reason| invalid(key, value, &reason))?
-            }
-            "log.cleaner.backoff.ms" => {
-                self.log_cleaner_backoff = Duration::from_millis(parse_positive(key, value)?)
-            }
-            "min.insync.replicas" => self.min_insync_replicas = parse_positive(key, value)?,
-            "log.flush.policy" => {
-                self.flush_policy = match value {
-                    "sync" => FlushPolicy::Sync,
-                    "interval" => FlushPolicy::Interval,
-                    _ => return Err(invalid(key, value, "expected `sync` or `interval`")),
-                }
-            }
-            "log.flush.interval.ms" => {
-                self.flush_interval = Duration::from_millis(parse_positive(key, value)?)
-            }
-            "fetch.max.bytes" => self.fetch_max_bytes = parse_positive(key, value)?,
-            "cluster.id" => self.cluster_id = Some(value.to_string()).filter(|v| !v.is_empty()),
-            "offsets.topic.num.partitions" => {
-                self.offsets_topic_num_partitions = parse_positive(key, value)?
-            }
-            "offsets.retention.minutes" => {
-                self.offsets_retention_ms = parse_positive::<i64>(key, value)? * 60_000
-            }
-            "offsets.retention.check.interval.ms" => {
-                self.offsets_retention_check_interval =
-                    Duration::from_millis(parse_positive(key, value)?)
-            }
-            "offset.metadata.max.bytes" => {
-                self.offset_metadata_max_bytes = parse_positive(key, value)?
-            }
-            "group.initial.rebalance.delay.ms" => {
-                let ms: i64 = parse(key, value)?;
-                if ms < 0 {
-                    return Err(invalid(key, value, "must be >= 0"));
-                }
-                self.group_initial_rebalance_delay = Duration::from_millis(ms as u64);
-            }
-            "group.min.session.timeout.ms" => {
-                self.group_min_session_timeout_ms = parse_positive(key, value)?
-            }
-            "group.max.session.timeout.ms" => {
-                self.group_max_session_timeout_ms = parse_positive(key, value)?
-            }
-            "group.max.size" => self.group_max_size = parse_positive(key, value)?,
-            "advertised.http.listener" => {
-                let addr = strip_scheme(value);
-                if addr
-                    .rsplit_once(':')
-                    .is_none_or(|(_, p)| p.parse::<u16>().is_err())
-                {
-                    return Err(invalid(key, value, "expected HOST:PORT"));
-                }
-                self.advertised_http_listener = Some(addr.to_string());
-            }
-            "controller.quorum.bootstrap.servers" => {
-                self.quorum_bootstrap_servers =
-                    parse_bootstrap_servers(value).map_err(|reason| invalid(key, value, &reason))?
-            }
-            "controller.quorum.voter.count" => {
-                self.quorum_voter_count = match parse(key, value)? {
-                    n @ (1 | 3 | 5) => n,
-                    _ => return Err(invalid(key, value, "must be 1, 3 or 5")),
-                }
-            }
-            "controller.quorum.election.timeout.ms" => {
-                self.quorum_election_timeout = Duration::from_millis(parse_positive(key, value)?)
-            }
-            "broker.heartbeat.interval.ms" => {
-                self.broker_heartbeat_interval = Duration::from_millis(parse_positive(key, value)?)
-            }
-            "broker.session.timeout.ms" => {
-                self.broker_session_timeout = Duration::from_millis(parse_positive(key, value)?)
-            }
-            "replica.lag.time.max.ms" => {
-                self.replica_lag_time_max = Duration::from_millis(parse_positive(key, value)?)
-            }
-            "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = parse_positive(key, value)?,
-            "replica.fetch.wait.max.ms" => {
-                self.replica_fetch_wait_max_ms = parse_positive(key, value)?
-            }
-            "replica.fetch.backoff.ms" => {
-                self.replica_fetch_backoff = Duration::from_millis(parse_positive(key, value)?)
-            }
-            "unclean.leader.election.enable" => self.unclean_leader_election = parse(key, value)?,
-            "auto.leader.rebalance.enable" => self.auto_leader_rebalance = parse(key, value)?,
-            "leader.imbalance.check.interval.seconds" => {
-                self.leader_imbalance_check_interval =
-                    Duration::from_secs(parse_positive(key, value)?)
-            }
-            "offsets.topic.replication.factor" => {
-                self.offsets_topic_replication_factor = parse_positive(key, value)?
-            }
-            "controlled.shutdown.timeout.ms" => {
-                self.controlled_shutdown_timeout =
-                    Duration::from_millis(parse_positive(key, value)?)
-            }
-            _ => return Err(ConfigError::UnknownKey(key.to_string())),
-        }
-        Ok(())
+        let (def, scale) = lookup(key).ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
+        (def.set)(self, value, scale).map_err(|reason| ConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason,
+        })
     }
 
     /// Applies a Java-style properties file (`key=value` lines, `#` and `!` comments).
@@ -480,7 +977,7 @@ impl BrokerConfig {
         &mut self,
         vars: I,
     ) -> Result<(), ConfigError> {
-        let by_env: BTreeMap<String, &str> = KNOWN_KEYS.iter().map(|k| (env_name(k), *k)).collect();
+        let by_env: BTreeMap<String, &str> = known_keys().map(|k| (env_name(k), k)).collect();
         for (name, value) in vars {
             if let Some(key) = by_env.get(&name) {
                 self.set(key, &value)?;
@@ -491,89 +988,14 @@ impl BrokerConfig {
 
     /// The effective broker settings, for DescribeConfigs on the broker resource.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
-        let (adv_host, adv_port) = self.advertised(self.listener);
-        vec![
-            ("node.id", self.node_id.to_string()),
-            ("listeners", format!("PLAINTEXT://{}", self.listener)),
-            (
-                "advertised.listeners",
-                format!("PLAINTEXT://{adv_host}:{adv_port}"),
-            ),
-            ("log.dirs", self.data_dir.display().to_string()),
-            ("num.partitions", self.num_partitions.to_string()),
-            (
-                "default.replication.factor",
-                self.default_replication_factor.to_string(),
-            ),
-            (
-                "auto.create.topics.enable",
-                self.auto_create_topics.to_string(),
-            ),
-            ("message.max.bytes", self.message_max_bytes.to_string()),
-            (
-                "socket.request.max.bytes",
-                self.socket_request_max_bytes.to_string(),
-            ),
-            ("log.segment.bytes", self.log_segment_bytes.to_string()),
-            ("log.roll.ms", self.log_roll_ms.to_string()),
-            ("log.retention.ms", self.log_retention_ms.to_string()),
-            ("log.retention.bytes", self.log_retention_bytes.to_string()),
-            (
-                "log.retention.check.interval.ms",
-                self.log_retention_check_interval.as_millis().to_string(),
-            ),
-            (
-                "log.flush.policy",
-                match self.flush_policy {
-                    FlushPolicy::Sync => "sync",
-                    FlushPolicy::Interval => "interval",
-                }
-                .to_string(),
-            ),
-            (
-                "log.flush.interval.ms",
-                self.flush_interval.as_millis().to_string(),
-            ),
-            ("min.insync.replicas", self.min_insync_replicas.to_string()),
-            (
-                "offsets.topic.num.partitions",
-                self.offsets_topic_num_partitions.to_string(),
-            ),
-            (
-                "offsets.retention.minutes",
-                (self.offsets_retention_ms / 60_000).to_string(),
-            ),
-            (
-                "group.initial.rebalance.delay.ms",
-                self.group_initial_rebalance_delay.as_millis().to_string(),
-            ),
-            (
-                "group.min.session.timeout.ms",
-                self.group_min_session_timeout_ms.to_string(),
-            ),
-            (
-                "group.max.session.timeout.ms",
-                self.group_max_session_timeout_ms.to_string(),
-            ),
-            ("group.max.size", self.group_max_size.to_string()),
-            ("log.cleanup.policy", self.log_cleanup_policy.clone()),
-            (
-                "log.cleaner.delete.retention.ms",
-                self.log_cleaner_delete_retention_ms.to_string(),
-            ),
-            (
-                "log.cleaner.min.compaction.lag.ms",
-                self.log_cleaner_min_compaction_lag_ms.to_string(),
-            ),
-            (
-                "log.cleaner.min.cleanable.ratio",
-                self.log_cleaner_min_cleanable_ratio.to_string(),
-            ),
-            (
-                "log.cleaner.backoff.ms",
-                self.log_cleaner_backoff.as_millis().to_string(),
-            ),
-        ]
+        BROKER_CONFIGS
+            .iter()
+            .filter_map(|def| match def.describe {
+                Describe::Hidden => None,
+                Describe::Value => Some((def.name, def.value(self).unwrap_or_default())),
+                Describe::Custom(show) => Some((def.name, show(self))),
+            })
+            .collect()
     }
 
     /// The host and port clients should connect to.
@@ -644,48 +1066,40 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, usize> {
     Ok(out)
 }
 
-fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
-    ConfigError::InvalidValue {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
+fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String> {
     value
         .parse()
-        .map_err(|_| invalid(key, value, "not a valid value of the expected type"))
+        .map_err(|_| "not a valid value of the expected type".to_string())
 }
 
-fn parse_positive<T: std::str::FromStr + PartialOrd + Default>(
-    key: &str,
-    value: &str,
-) -> Result<T, ConfigError> {
-    let v: T = parse(key, value)?;
+fn parse_positive<T: std::str::FromStr + PartialOrd + Default>(value: &str) -> Result<T, String> {
+    let v: T = parse(value)?;
     if v <= T::default() {
-        return Err(invalid(key, value, "must be positive"));
+        return Err("must be positive".into());
     }
     Ok(v)
 }
 
-fn parse_non_negative(key: &str, value: &str) -> Result<i64, ConfigError> {
-    let v: i64 = parse(key, value)?;
+fn parse_non_negative(value: &str) -> Result<i64, String> {
+    let v: i64 = parse(value)?;
     if v < 0 {
-        return Err(invalid(key, value, "must be >= 0"));
+        return Err("must be >= 0".into());
     }
     Ok(v)
+}
+
+/// A positive number of milliseconds.
+fn parse_millis(value: &str) -> Result<Duration, String> {
+    parse_positive(value).map(Duration::from_millis)
 }
 
 /// Retention values: -1 means unlimited, otherwise a positive amount times `unit`.
-fn parse_retention(key: &str, value: &str, unit: i64) -> Result<i64, ConfigError> {
-    let v: i64 = parse(key, value)?;
+fn parse_retention(value: &str, unit: i64) -> Result<i64, String> {
+    let v: i64 = parse(value)?;
     match v {
         -1 => Ok(-1),
-        v if v >= 0 => v
-            .checked_mul(unit)
-            .ok_or_else(|| invalid(key, value, "too large")),
-        _ => Err(invalid(key, value, "must be -1 or >= 0")),
+        v if v >= 0 => v.checked_mul(unit).ok_or_else(|| "too large".into()),
+        _ => Err("must be -1 or >= 0".into()),
     }
 }
 
@@ -695,7 +1109,7 @@ fn strip_scheme(value: &str) -> &str {
     first.split_once("://").map_or(first, |(_, rest)| rest)
 }
 
-fn parse_listener(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+fn parse_listener(value: &str) -> Result<SocketAddr, String> {
     let addr = strip_scheme(value);
     // An empty host means all interfaces, as in Kafka's `PLAINTEXT://:9092`.
     let addr = if addr.starts_with(':') {
@@ -704,7 +1118,7 @@ fn parse_listener(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
         addr.replace("localhost", "127.0.0.1")
     };
     addr.parse()
-        .map_err(|_| invalid(key, value, "expected HOST:PORT with an IP address host"))
+        .map_err(|_| "expected HOST:PORT with an IP address host".to_string())
 }
 
 #[cfg(test)]
@@ -791,5 +1205,142 @@ mod tests {
         let props = parse_properties("# c\n\nnum.partitions = 3\nlog.dirs=/d\n").unwrap();
         assert_eq!(props.len(), 2);
         assert_eq!(parse_properties("ok=1\nbroken\n"), Err(2));
+    }
+
+    #[test]
+    fn defaults_have_their_type_and_round_trip_through_set() {
+        let defaults = BrokerConfig::default();
+        for def in BROKER_CONFIGS {
+            let Some(value) = def.value(&defaults) else {
+                assert!(
+                    def.unset.is_some(),
+                    "`{}` is unset without saying so",
+                    def.name
+                );
+                continue;
+            };
+            assert!(def.unset.is_none(), "`{}` has a default", def.name);
+            let typed = match def.config_type {
+                ConfigType::Boolean => value.parse::<bool>().is_ok(),
+                ConfigType::Short => value.parse::<i16>().is_ok(),
+                ConfigType::Int => value.parse::<i32>().is_ok(),
+                ConfigType::Long => value.parse::<i64>().is_ok(),
+                ConfigType::Double => value.parse::<f64>().is_ok(),
+                ConfigType::String | ConfigType::List => true,
+            };
+            assert!(
+                typed,
+                "`{}` = `{value}` is not {:?}",
+                def.name, def.config_type
+            );
+            let mut c = BrokerConfig::default();
+            c.set(def.name, &value).unwrap();
+            assert_eq!(format!("{c:?}"), format!("{defaults:?}"), "{}", def.name);
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_back_every_topic_config() {
+        let keys: Vec<&str> = known_keys().collect();
+        let unique: std::collections::BTreeSet<&str> = keys.iter().copied().collect();
+        assert_eq!(unique.len(), keys.len(), "{keys:?}");
+        for def in crate::metadata::topic_config::TOPIC_CONFIGS {
+            assert!(lookup(def.broker_key).is_some(), "{}", def.broker_key);
+        }
+    }
+
+    #[test]
+    fn aliases_scale_their_values() {
+        let mut c = BrokerConfig::default();
+        c.set("broker.id", "4").unwrap();
+        c.set("log.roll.hours", "3").unwrap();
+        c.set("log.retention.minutes", "5").unwrap();
+        c.set("log.dir", "/d").unwrap();
+        assert_eq!(c.node_id, 4);
+        assert_eq!(c.log_roll_ms, 3 * 3_600_000);
+        assert_eq!(c.log_retention_ms, 5 * 60_000);
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        let e = c.set("log.retention.hours", "-2").unwrap_err().to_string();
+        assert!(e.contains("log.retention.hours"), "{e}");
+    }
+
+    /// README.md's table of broker settings: the cells of each row (names, default, meaning).
+    fn readme_rows() -> Vec<Vec<String>> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let section = readme
+            .split("\n### Broker settings\n")
+            .nth(1)
+            .expect("README.md has a `### Broker settings` section");
+        section
+            .lines()
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            .skip(2) // the header and the separator
+            .map(|line| {
+                let line = line.trim().trim_start_matches('|').trim_end_matches('|');
+                line.split('|')
+                    .map(|cell| cell.trim().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// README.md lists every setting once, under its name and aliases, with its default and the
+    /// table's doc, and nothing else. A default may be followed by a note (`` `604800000` (7
+    /// days) ``).
+    #[test]
+    fn readme_table_matches_the_settings() {
+        let defaults = BrokerConfig::default();
+        let rows = readme_rows();
+        let mut problems = Vec::new();
+        let mut expected_names = Vec::new();
+        for def in BROKER_CONFIGS {
+            let mut names = format!("`{}`", def.name);
+            if !def.aliases.is_empty() {
+                let aliases: Vec<String> = def
+                    .aliases
+                    .iter()
+                    .map(|a| format!("`{}`", a.name))
+                    .collect();
+                names.push_str(&format!(" (or {})", aliases.join(", ")));
+            }
+            let default = match def.value(&defaults) {
+                Some(value) => format!("`{value}`"),
+                None => def.unset.unwrap_or_default().to_string(),
+            };
+            let expected = format!("| {names} | {default} | {} |", def.doc);
+            match rows
+                .iter()
+                .filter(|row| row[0] == names)
+                .collect::<Vec<_>>()[..]
+            {
+                [] => problems.push(format!("no row for `{}`; expected\n  {expected}", def.name)),
+                [row] => {
+                    let default_ok = row.get(1).is_some_and(|cell| {
+                        *cell == default || cell.starts_with(&format!("{default} ("))
+                    });
+                    if !default_ok || row.get(2) != Some(&def.doc.to_string()) || row.len() != 3 {
+                        problems.push(format!(
+                            "the row of `{}` disagrees with the code; expected\n  {expected}",
+                            def.name
+                        ));
+                    }
+                }
+                _ => problems.push(format!("`{}` has more than one row", def.name)),
+            }
+            expected_names.push(names);
+        }
+        for row in &rows {
+            if !expected_names.contains(&row[0]) {
+                problems.push(format!("the row {} names no setting", row[0]));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "README.md's broker settings table:\n{}",
+            problems.join("\n")
+        );
     }
 }

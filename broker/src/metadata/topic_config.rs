@@ -18,16 +18,7 @@ pub enum ConfigSource {
     Default = 5,
 }
 
-/// Kafka's config value types (DescribeConfigs `config_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigType {
-    Boolean = 1,
-    String = 2,
-    Int = 3,
-    Long = 5,
-    Double = 6,
-    List = 7,
-}
+pub use crate::config_values::ConfigType;
 
 /// One supported topic config.
 pub struct TopicConfigDef {
