@@ -320,4 +320,4 @@ mod tests {
 }
 
 #[cfg(test)]
-mod scenarios;
+mod scenario_tests;
