@@ -18,7 +18,7 @@ use kube::{Api, Resource, ResourceExt};
 use sluice_client::{ClusterMetadata, OngoingReassignments};
 use tracing::{debug, info, warn};
 
-use self::scaling::{ClusterView, ScalingInput, ScalingPlan};
+use self::scaling::{ObservedLayout, ScalingInput, ScalingPlan};
 use self::status::{
     cluster_status, failure_status, is_paused_status, partition_health, paused_status, Observation,
     READY,
@@ -315,7 +315,7 @@ const BROKER_ID_NOT_REGISTERED: i16 = 102;
 struct KafkaState {
     admin: Arc<dyn KafkaAdmin>,
     metadata: ClusterMetadata,
-    view: ClusterView,
+    view: ObservedLayout,
 }
 
 /// The cluster's metadata and running reassignments, or `None` (logged) when they cannot
@@ -364,8 +364,8 @@ fn cluster_view(
     md: &ClusterMetadata,
     moving: &OngoingReassignments,
     voters: Option<BTreeSet<i32>>,
-) -> ClusterView {
-    ClusterView {
+) -> ObservedLayout {
+    ObservedLayout {
         replicas: md
             .topics
             .values()

@@ -37,9 +37,10 @@ pub const REMOVING_BROKERS: &str = "RemovingBrokers";
 /// Scale-down: the stopped brokers are unregistered from the cluster.
 pub const UNREGISTERING: &str = "Unregistering";
 
-/// The cluster as the brokers report it.
+/// The cluster's partition layout and brokers as the brokers report them (what is, where
+/// `ValidatedCluster` is what the spec asks for).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterView {
+pub struct ObservedLayout {
     /// Every partition's replica list (during a reassignment: old and new replicas).
     pub replicas: Layout,
     /// Running reassignments: the target replica list of each partition being moved.
@@ -50,7 +51,7 @@ pub struct ClusterView {
     pub voters: Option<BTreeSet<i32>>,
 }
 
-impl ClusterView {
+impl ObservedLayout {
     /// Each partition's replica list as it will be once running moves complete.
     fn settled_layout(&self) -> Layout {
         let mut layout = self.replicas.clone();
@@ -77,7 +78,7 @@ pub struct ScalingInput<'a> {
     /// The StatefulSet's `spec.replicas` (`None`: not created yet).
     pub running: Option<i32>,
     /// The cluster's partitions and brokers, when they could be read.
-    pub cluster: Option<&'a ClusterView>,
+    pub cluster: Option<&'a ObservedLayout>,
     /// Ordinals of the broker pods that exist.
     pub pods: &'a BTreeSet<i32>,
     /// The operation recorded in the status.
@@ -161,7 +162,7 @@ pub fn plan(input: &ScalingInput<'_>) -> ScalingPlan {
     }
 }
 
-fn has_empty_broker(view: &ClusterView, brokers: i32) -> bool {
+fn has_empty_broker(view: &ObservedLayout, brokers: i32) -> bool {
     let total: usize = view.replicas.values().map(Vec::len).sum();
     let all_live = (0..brokers).all(|b| view.live.contains_key(&b));
     let load = placement::load(&view.settled_layout(), &target_brokers(view, brokers));
@@ -171,7 +172,7 @@ fn has_empty_broker(view: &ClusterView, brokers: i32) -> bool {
 }
 
 /// Brokers `0..count` with their racks as far as known.
-fn target_brokers(view: &ClusterView, count: i32) -> BTreeMap<i32, Option<String>> {
+fn target_brokers(view: &ObservedLayout, count: i32) -> BTreeMap<i32, Option<String>> {
     (0..count)
         .map(|b| (b, view.live.get(&b).cloned().flatten()))
         .collect()
@@ -212,7 +213,7 @@ fn range(from: i32, to: i32) -> String {
 }
 
 /// Up to the throttle's free slots of `wanted` moves, skipping partitions already moving.
-fn next_moves(wanted: &Layout, view: &ClusterView, max_moves: usize) -> Layout {
+fn next_moves(wanted: &Layout, view: &ObservedLayout, max_moves: usize) -> Layout {
     let free = max_moves.max(1).saturating_sub(view.moving.len());
     wanted
         .iter()
@@ -447,14 +448,14 @@ mod tests {
     }
 
     /// `count` partitions of `t` round-robin over brokers `0..n` with `rf` replicas.
-    fn view(n: i32, live: i32, parts: &[(&str, i32, i32)]) -> ClusterView {
+    fn view(n: i32, live: i32, parts: &[(&str, i32, i32)]) -> ObservedLayout {
         let mut replicas = Layout::new();
         for &(t, count, rf) in parts {
             for p in 0..count {
                 replicas.insert((t.to_string(), p), (0..rf).map(|r| (p + r) % n).collect());
             }
         }
-        ClusterView {
+        ObservedLayout {
             replicas,
             moving: BTreeMap::new(),
             live: (0..live).map(|b| (b, None)).collect(),
@@ -465,7 +466,7 @@ mod tests {
     fn input<'a>(
         desired: i32,
         running: i32,
-        cluster: Option<&'a ClusterView>,
+        cluster: Option<&'a ObservedLayout>,
         pods: &'a BTreeSet<i32>,
         previous: Option<&'a Operation>,
     ) -> ScalingInput<'a> {
@@ -485,7 +486,7 @@ mod tests {
     }
 
     /// Applies started moves to the view as if the brokers finished them at once.
-    fn complete(view: &mut ClusterView, moves: &Layout) {
+    fn complete(view: &mut ObservedLayout, moves: &Layout) {
         for (k, r) in moves {
             view.replicas.insert(k.clone(), r.clone());
         }
