@@ -15,10 +15,10 @@ use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use sluice_client::{ClusterMetadata, OngoingReassignments};
+use sluice_client::ClusterMetadata;
 use tracing::{debug, info, warn};
 
-use self::scaling::{ObservedLayout, ScalingInput, ScalingPlan};
+use self::scaling::{ScalingInput, ScalingPlan};
 use self::status::{
     cluster_status, failure_status, is_paused_status, partition_health, paused_status, Observation,
     READY,
@@ -31,6 +31,7 @@ use crate::builders::{
 };
 use crate::crd::{KafkaCluster, KafkaClusterStatus, Operation};
 use crate::kafka::KafkaAdmin;
+use crate::placement::ObservedLayout;
 use crate::validate::{new_cluster_id, validate_cluster};
 
 /// Controller name in metrics and logs.
@@ -341,7 +342,7 @@ async fn read_cluster(ctx: &Context, bootstrap: &str) -> Option<KafkaState> {
     };
     match tokio::time::timeout(METADATA_TIMEOUT, read).await {
         Ok(Ok((admin, metadata, moving, voters))) => {
-            let view = cluster_view(&metadata, &moving, voters);
+            let view = ObservedLayout::from_metadata(&metadata, &moving, voters);
             Some(KafkaState {
                 admin,
                 metadata,
@@ -356,43 +357,6 @@ async fn read_cluster(ctx: &Context, bootstrap: &str) -> Option<KafkaState> {
             debug!(bootstrap, "timed out reading the cluster's metadata");
             None
         }
-    }
-}
-
-/// The scaling workflows' view of the cluster (pure).
-fn cluster_view(
-    md: &ClusterMetadata,
-    moving: &OngoingReassignments,
-    voters: Option<BTreeSet<i32>>,
-) -> ObservedLayout {
-    ObservedLayout {
-        replicas: md
-            .topics
-            .values()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|p| ((t.name.clone(), p.partition), p.replicas.clone()))
-            })
-            .collect(),
-        moving: moving
-            .iter()
-            .map(|(key, r)| {
-                let target = r
-                    .replicas
-                    .iter()
-                    .copied()
-                    .filter(|b| !r.removing.contains(b))
-                    .collect();
-                (key.clone(), target)
-            })
-            .collect(),
-        live: md
-            .brokers
-            .values()
-            .map(|b| (b.id, b.rack.clone()))
-            .collect(),
-        voters,
     }
 }
 

@@ -1,7 +1,6 @@
 //! The `KafkaTopic` controller: topics over the Kafka admin protocol, a finalizer for
 //! deletion, and the Conflict rule.
 
-pub mod placement;
 pub mod plan;
 pub mod reassign;
 pub mod status;
