@@ -5,7 +5,7 @@ pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
@@ -16,16 +16,15 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use sluice_client::ClusterMetadata;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Span};
 
 use self::scaling::{ScalingInput, ScalingPlan};
 use self::status::{
     cluster_status, failure_status, is_paused_status, partition_health, paused_status, Observation,
     READY,
 };
-use super::{
-    apply, apply_status, object_key, stand_down_or, Context, Error, BOOTSTRAP_OVERRIDE_ANNOTATION,
-};
+use super::reconcile::Reconciled;
+use super::{apply, apply_status, Context, Error, BOOTSTRAP_OVERRIDE_ANNOTATION};
 use crate::builders::{
     self, build_all, config_map_name, label_selector, statefulset_name, ClusterObjects, CONFIG_FILE,
 };
@@ -40,35 +39,30 @@ pub const CONTROLLER: &str = "kafkacluster";
 /// Longest wait for the cluster's metadata during a reconcile.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reconcile one `KafkaCluster`, recording metrics and resetting the backoff on success.
-pub async fn reconcile(cluster: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let start = Instant::now();
-    let result = stand_down_or(
-        reconcile_inner(&cluster, &ctx).await,
-        &object_key(cluster.as_ref()),
-    );
-    ctx.metrics.observe(
-        CONTROLLER,
-        start.elapsed(),
-        result.as_ref().err().map(Error::kind),
-    );
-    if result.is_ok() {
-        ctx.record_success(&object_key(cluster.as_ref()));
-    }
-    result
-}
+impl Reconciled for KafkaCluster {
+    const CONTROLLER: &'static str = CONTROLLER;
 
-/// Retry a failed reconcile with exponential backoff.
-pub fn error_policy(cluster: Arc<KafkaCluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.record_failure(&object_key(cluster.as_ref()));
-    warn!(
-        cluster = %cluster.name_any(),
-        namespace = %cluster.namespace().unwrap_or_default(),
-        error = %error,
-        retry_in = ?delay,
-        "KafkaCluster reconcile failed"
-    );
-    Action::requeue(delay)
+    fn reconcile_span(&self) -> Span {
+        info_span!(
+            "reconcile",
+            cluster = %self.name_any(),
+            namespace = %self.namespace().unwrap_or_default()
+        )
+    }
+
+    fn log_failure(&self, error: &Error, retry_in: Duration) {
+        warn!(
+            cluster = %self.name_any(),
+            namespace = %self.namespace().unwrap_or_default(),
+            error = %error,
+            retry_in = ?retry_in,
+            "KafkaCluster reconcile failed"
+        );
+    }
+
+    async fn reconcile(self: Arc<Self>, ctx: Arc<Context>) -> Result<Action, Error> {
+        reconcile_inner(&self, &ctx).await
+    }
 }
 
 async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {

@@ -7,20 +7,21 @@ pub mod status;
 pub mod sync;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent};
 use kube::{Api, Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Span};
 
 use self::plan::{desired_topic, owner_other_than};
 use self::reassign::{KIND, PHASE_BLOCKED, PHASE_MOVING};
 use self::status::{error_reason, has_condition, TopicStatusBuilder, CONFLICT};
 use self::sync::{sync_topic, ReplicaMove};
-use super::{apply_status, bootstrap_of, object_key, stand_down_or, Context, Error};
+use super::reconcile::Reconciled;
+use super::{apply_status, bootstrap_of, Context, Error};
 use crate::crd::{DeletionPolicy, KafkaCluster, KafkaTopic};
 
 /// Controller name in metrics and logs.
@@ -34,33 +35,30 @@ const CLUSTER_WAIT: Duration = Duration::from_secs(30);
 /// How often a running replica move is looked at (progress in status, done detected).
 pub const REASSIGNMENT_POLL: Duration = Duration::from_secs(5);
 
-/// Reconcile one `KafkaTopic`, recording metrics and resetting the backoff on success.
-pub async fn reconcile(topic: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let start = Instant::now();
-    let key = object_key(topic.as_ref());
-    let result = stand_down_or(reconcile_inner(topic, &ctx).await, &key);
-    ctx.metrics.observe(
-        CONTROLLER,
-        start.elapsed(),
-        result.as_ref().err().map(Error::kind),
-    );
-    if result.is_ok() {
-        ctx.record_success(&key);
-    }
-    result
-}
+impl Reconciled for KafkaTopic {
+    const CONTROLLER: &'static str = CONTROLLER;
 
-/// Retry a failed reconcile with exponential backoff.
-pub fn error_policy(topic: Arc<KafkaTopic>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.record_failure(&object_key(topic.as_ref()));
-    warn!(
-        topic = %topic.name_any(),
-        namespace = %topic.namespace().unwrap_or_default(),
-        error = %error,
-        retry_in = ?delay,
-        "KafkaTopic reconcile failed"
-    );
-    Action::requeue(delay)
+    fn reconcile_span(&self) -> Span {
+        info_span!(
+            "reconcile",
+            topic = %self.name_any(),
+            namespace = %self.namespace().unwrap_or_default()
+        )
+    }
+
+    fn log_failure(&self, error: &Error, retry_in: Duration) {
+        warn!(
+            topic = %self.name_any(),
+            namespace = %self.namespace().unwrap_or_default(),
+            error = %error,
+            retry_in = ?retry_in,
+            "KafkaTopic reconcile failed"
+        );
+    }
+
+    async fn reconcile(self: Arc<Self>, ctx: Arc<Context>) -> Result<Action, Error> {
+        reconcile_inner(self, &ctx).await
+    }
 }
 
 async fn reconcile_inner(topic: Arc<KafkaTopic>, ctx: &Context) -> Result<Action, Error> {
