@@ -1,7 +1,7 @@
 //! The `KafkaCluster` controller. Each reconcile is a pipeline, I/O at the edges and pure
 //! steps between: read the cluster id, validate the spec, observe what runs, plan the
 //! scaling step, build the objects, apply them and carry out the step, then write the
-//! status and publish Events ([`reconcile_cluster`]).
+//! status and publish Events (`reconcile_cluster`).
 
 mod apply;
 mod observe;

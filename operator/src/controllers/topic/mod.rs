@@ -2,7 +2,7 @@
 //! deletion, and the Conflict rule. Each reconcile is a pipeline, I/O at the edges and pure
 //! steps between: validate the spec, apply the Conflict rule, observe the cluster, sync the
 //! topic (describe, plan, change: `sync.rs`), then write the status and publish Events
-//! ([`apply_topic`]).
+//! (`apply_topic`).
 
 pub mod plan;
 pub mod reassign;
