@@ -2,9 +2,10 @@
 //! and `KafkaTopic`.
 //!
 //! Each reconcile is a pipeline with I/O at the edges and pure logic in the middle:
-//! read the resource, validate it into a checked view ([`validate`]), build the desired
-//! objects with pure functions ([`builders`]), apply them with server-side apply, then
-//! write `.status` ([`controllers`]).
+//! read the resource, validate it into a checked view ([`validate`]), observe what runs,
+//! plan (where replicas go: [`placement`]), build the desired objects with pure functions
+//! ([`builders`]), apply them with server-side apply, then write `.status` and publish
+//! Events ([`controllers`]).
 
 pub mod builders;
 pub mod crd;

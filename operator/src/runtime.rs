@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::builders::MANAGED_BY;
+use crate::controllers::reconcile::{error_policy, reconcile};
 use crate::controllers::{cluster, topic, Context, Settings};
 use crate::crd::{KafkaCluster, KafkaTopic};
 use crate::http::{self, Health};
@@ -265,7 +266,7 @@ async fn run_controllers(
         .owns(api::<ConfigMap>(client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(client, ns), owned)
         .graceful_shutdown_on(turned_true(stop_rx.clone()))
-        .run(cluster::reconcile, cluster::error_policy, ctx.clone())
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 debug!(controller = cluster::CONTROLLER, error = %e, "reconcile not run");
@@ -286,7 +287,7 @@ async fn run_controllers(
     let topics = topic_controller
         .watches(api::<KafkaCluster>(client, ns), all, topics_of_cluster)
         .graceful_shutdown_on(turned_true(stop_rx))
-        .run(topic::reconcile, topic::error_policy, ctx)
+        .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 debug!(controller = topic::CONTROLLER, error = %e, "reconcile not run");

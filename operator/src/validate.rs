@@ -1,4 +1,4 @@
-//! Turning a `KafkaCluster` into a checked [`ClusterView`] the builders can trust.
+//! Turning a `KafkaCluster` into a checked [`ValidatedCluster`] the builders can trust.
 //!
 //! The API server already enforces the CRD's schema and CEL rules; this re-checks what the
 //! builders rely on (so a resource created before a rule existed, or a `render` input file,
@@ -24,7 +24,7 @@ pub struct InvalidSpec(pub Vec<String>);
 
 /// A validated `KafkaCluster`: what the builders need, nothing optional left to guess.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClusterView {
+pub struct ValidatedCluster {
     /// `metadata.name`.
     pub name: String,
     /// `metadata.namespace`.
@@ -57,7 +57,7 @@ pub fn validate_cluster(
     cluster: &KafkaCluster,
     default_image: &str,
     cluster_id: &str,
-) -> Result<ClusterView, InvalidSpec> {
+) -> Result<ValidatedCluster, InvalidSpec> {
     let mut problems = Vec::new();
     let name = cluster.name_any();
     if !is_dns_label(&name) || name.len() > MAX_CLUSTER_NAME_LEN {
@@ -123,7 +123,7 @@ pub fn validate_cluster(
         problems.push(format!("cluster id `{cluster_id}` is not 22 characters"));
     }
     match (owner, problems.is_empty()) {
-        (Some(owner), true) => Ok(ClusterView {
+        (Some(owner), true) => Ok(ValidatedCluster {
             name,
             namespace,
             owner,

@@ -9,7 +9,7 @@ use super::{
     config_map_name, headless_service_name, metadata, pod_name, CONFIG_FILE, DATA_DIR, HTTP_PORT,
     KAFKA_PORT, MAX_VOTERS,
 };
-use crate::validate::ClusterView;
+use crate::validate::ValidatedCluster;
 
 /// Defaults the operator gives every cluster; `spec.config` overrides them.
 fn defaults(replicas: i32) -> BTreeMap<String, String> {
@@ -25,7 +25,7 @@ fn defaults(replicas: i32) -> BTreeMap<String, String> {
 }
 
 /// Keys the operator owns, one value for the whole cluster (per-pod values come from env).
-fn cluster_keys(view: &ClusterView) -> BTreeMap<String, String> {
+fn cluster_keys(view: &ValidatedCluster) -> BTreeMap<String, String> {
     let voters = (0..view.replicas.clamp(1, MAX_VOTERS))
         .map(|i| {
             format!(
@@ -48,7 +48,7 @@ fn cluster_keys(view: &ClusterView) -> BTreeMap<String, String> {
 
 /// `server.properties`: operator defaults, then `spec.config`, then the operator's own keys
 /// (validation refuses those in `spec.config`), one `key=value` line each, sorted.
-pub fn server_properties(view: &ClusterView) -> String {
+pub fn server_properties(view: &ValidatedCluster) -> String {
     let mut all = defaults(view.replicas);
     all.extend(view.config.clone());
     all.extend(cluster_keys(view));
@@ -72,7 +72,7 @@ pub fn config_hash(properties: &str) -> String {
 }
 
 /// The ConfigMap holding `server.properties`.
-pub(super) fn config_map(view: &ClusterView, properties: String) -> ConfigMap {
+pub(super) fn config_map(view: &ValidatedCluster, properties: String) -> ConfigMap {
     ConfigMap {
         metadata: metadata(view, config_map_name(&view.name)),
         data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), properties)])),

@@ -1,4 +1,4 @@
-//! Pure builders: a [`ClusterView`] in, the Kubernetes objects the operator applies out.
+//! Pure builders: a [`ValidatedCluster`] in, the Kubernetes objects the operator applies out.
 //! No I/O here; every function is unit-tested field by field.
 
 mod config;
@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::validate::ClusterView;
+use crate::validate::ValidatedCluster;
 
 pub use config::{config_hash, server_properties};
 pub use pdb::pod_disruption_budget;
@@ -109,7 +109,7 @@ pub fn labels(cluster: &str) -> BTreeMap<String, String> {
 }
 
 /// Metadata of a built object: name, namespace, labels, controller owner reference.
-fn metadata(view: &ClusterView, name: String) -> ObjectMeta {
+fn metadata(view: &ValidatedCluster, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(view.namespace.clone()),
@@ -135,7 +135,7 @@ pub struct ClusterObjects {
 }
 
 /// Build every object for `view`.
-pub fn build_all(view: &ClusterView) -> ClusterObjects {
+pub fn build_all(view: &ValidatedCluster) -> ClusterObjects {
     let properties = server_properties(view);
     let hash = config_hash(&properties);
     ClusterObjects {
@@ -152,15 +152,15 @@ pub(crate) mod test_support {
     use serde_json::json;
 
     use crate::validate::tests::{cluster, CLUSTER_ID};
-    use crate::validate::{validate_cluster, ClusterView};
+    use crate::validate::{validate_cluster, ValidatedCluster};
 
     /// A validated view of a cluster with `spec`.
-    pub(crate) fn view(spec: serde_json::Value) -> ClusterView {
+    pub(crate) fn view(spec: serde_json::Value) -> ValidatedCluster {
         validate_cluster(&cluster(spec), "sluice:test", CLUSTER_ID).expect("valid spec")
     }
 
     /// The smallest useful spec: 3 brokers, 10Gi each.
-    pub(crate) fn three_brokers() -> ClusterView {
+    pub(crate) fn three_brokers() -> ValidatedCluster {
         view(json!({"replicas": 3, "storage": {"size": "10Gi"}}))
     }
 }

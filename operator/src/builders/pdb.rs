@@ -5,10 +5,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{metadata, selector_labels, statefulset_name};
-use crate::validate::ClusterView;
+use crate::validate::ValidatedCluster;
 
 /// The cluster's PodDisruptionBudget (`maxUnavailable: 1`).
-pub fn pod_disruption_budget(view: &ClusterView) -> PodDisruptionBudget {
+pub fn pod_disruption_budget(view: &ValidatedCluster) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: metadata(view, statefulset_name(&view.name)),
         spec: Some(PodDisruptionBudgetSpec {

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{
     bootstrap_service_name, headless_service_name, metadata, selector_labels, HTTP_PORT, KAFKA_PORT,
 };
-use crate::validate::ClusterView;
+use crate::validate::ValidatedCluster;
 
 fn port(name: &str, number: i32) -> ServicePort {
     ServicePort {
@@ -20,7 +20,7 @@ fn port(name: &str, number: i32) -> ServicePort {
 
 /// `<cluster>-kafka-brokers`: headless, and publishing not-ready pods so brokers resolve
 /// each other while they start (the quorum forms before any broker is ready).
-pub fn headless_service(view: &ClusterView) -> Service {
+pub fn headless_service(view: &ValidatedCluster) -> Service {
     Service {
         metadata: metadata(view, headless_service_name(&view.name)),
         spec: Some(ServiceSpec {
@@ -35,7 +35,7 @@ pub fn headless_service(view: &ClusterView) -> Service {
 }
 
 /// `<cluster>-kafka-bootstrap`: a ClusterIP Service over the ready brokers' Kafka port.
-pub fn bootstrap_service(view: &ClusterView) -> Service {
+pub fn bootstrap_service(view: &ValidatedCluster) -> Service {
     Service {
         metadata: metadata(view, bootstrap_service_name(&view.name)),
         spec: Some(ServiceSpec {

@@ -20,7 +20,7 @@ use super::{
     BROKER_UID, CONFIG_FILE, CONFIG_HASH_ANNOTATION, CONFIG_MOUNT, DATA_MOUNT, HTTP_PORT,
     KAFKA_PORT, TERMINATION_GRACE_SECONDS,
 };
-use crate::validate::ClusterView;
+use crate::validate::ValidatedCluster;
 
 /// Name of the broker container.
 pub const CONTAINER_NAME: &str = "broker";
@@ -52,7 +52,7 @@ fn value_env(name: &str, value: String) -> EnvVar {
 /// Per-pod settings: identity from the downward API, advertised addresses from the pod's
 /// stable DNS name under the headless Service. `$(VAR)` references need the variable
 /// defined earlier in the list.
-fn env(view: &ClusterView) -> Vec<EnvVar> {
+fn env(view: &ValidatedCluster) -> Vec<EnvVar> {
     let host = format!(
         "$(POD_NAME).{}.$(POD_NAMESPACE).svc",
         headless_service_name(&view.name)
@@ -90,7 +90,7 @@ fn http_probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
     }
 }
 
-fn container(view: &ClusterView) -> Container {
+fn container(view: &ValidatedCluster) -> Container {
     Container {
         name: CONTAINER_NAME.to_string(),
         image: Some(view.image.clone()),
@@ -155,7 +155,7 @@ fn container(view: &ClusterView) -> Container {
     }
 }
 
-fn pod_template(view: &ClusterView, config_hash: &str) -> PodTemplateSpec {
+fn pod_template(view: &ValidatedCluster, config_hash: &str) -> PodTemplateSpec {
     let extra = &view.pod_template;
     // User labels and annotations first, so the operator's own win on a clash.
     let mut pod_labels = extra.labels.clone();
@@ -217,7 +217,7 @@ fn pod_template(view: &ClusterView, config_hash: &str) -> PodTemplateSpec {
     }
 }
 
-fn data_claim(view: &ClusterView) -> PersistentVolumeClaim {
+fn data_claim(view: &ValidatedCluster) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(DATA_VOLUME.to_string()),
@@ -242,7 +242,7 @@ fn data_claim(view: &ClusterView) -> PersistentVolumeClaim {
 
 /// The StatefulSet: `replicas` brokers, started in parallel, updated one at a time
 /// (the rolling update waits for each pod's readiness), a claim per broker.
-pub fn statefulset(view: &ClusterView, config_hash: &str) -> StatefulSet {
+pub fn statefulset(view: &ValidatedCluster, config_hash: &str) -> StatefulSet {
     StatefulSet {
         metadata: metadata(view, statefulset_name(&view.name)),
         spec: Some(StatefulSetSpec {

@@ -1,8 +1,10 @@
 //! The two controllers and what they share: the context, the error type, backoff,
-//! server-side apply, status writes and Events.
+//! server-side apply, status writes, Events (`events.rs`) and the bookkeeping around every
+//! reconcile (`reconcile.rs`).
 
 pub mod cluster;
 pub mod events;
+pub mod reconcile;
 pub mod topic;
 
 use std::collections::HashMap;
@@ -320,4 +322,4 @@ mod tests {
 }
 
 #[cfg(test)]
-mod scenarios;
+mod scenario_tests;

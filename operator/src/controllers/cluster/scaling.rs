@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::Operation;
-use crate::placement::{self, Layout, PartitionKey};
+use crate::placement::{self, Layout, ObservedLayout};
 
 /// `operation.kind` of a scale-up.
 pub const SCALE_UP: &str = "ScaleUp";
@@ -37,38 +37,6 @@ pub const REMOVING_BROKERS: &str = "RemovingBrokers";
 /// Scale-down: the stopped brokers are unregistered from the cluster.
 pub const UNREGISTERING: &str = "Unregistering";
 
-/// The cluster as the brokers report it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterView {
-    /// Every partition's replica list (during a reassignment: old and new replicas).
-    pub replicas: Layout,
-    /// Running reassignments: the target replica list of each partition being moved.
-    pub moving: BTreeMap<PartitionKey, Vec<i32>>,
-    /// Live (registered, unfenced) brokers and their racks.
-    pub live: BTreeMap<i32, Option<String>>,
-    /// The metadata quorum's voters, when DescribeQuorum answered.
-    pub voters: Option<BTreeSet<i32>>,
-}
-
-impl ClusterView {
-    /// Each partition's replica list as it will be once running moves complete.
-    fn settled_layout(&self) -> Layout {
-        let mut layout = self.replicas.clone();
-        for (key, target) in &self.moving {
-            layout.insert(key.clone(), target.clone());
-        }
-        layout
-    }
-
-    /// Partitions with a replica (current or being removed) on a broker `>= first_removed`.
-    fn partitions_on_removed(&self, first_removed: i32) -> usize {
-        self.replicas
-            .values()
-            .filter(|r| r.iter().any(|&b| b >= first_removed))
-            .count()
-    }
-}
-
 /// What a reconcile observed, for [`plan`].
 #[derive(Debug, Clone, Copy)]
 pub struct ScalingInput<'a> {
@@ -77,7 +45,7 @@ pub struct ScalingInput<'a> {
     /// The StatefulSet's `spec.replicas` (`None`: not created yet).
     pub running: Option<i32>,
     /// The cluster's partitions and brokers, when they could be read.
-    pub cluster: Option<&'a ClusterView>,
+    pub cluster: Option<&'a ObservedLayout>,
     /// Ordinals of the broker pods that exist.
     pub pods: &'a BTreeSet<i32>,
     /// The operation recorded in the status.
@@ -161,20 +129,13 @@ pub fn plan(input: &ScalingInput<'_>) -> ScalingPlan {
     }
 }
 
-fn has_empty_broker(view: &ClusterView, brokers: i32) -> bool {
+fn has_empty_broker(view: &ObservedLayout, brokers: i32) -> bool {
     let total: usize = view.replicas.values().map(Vec::len).sum();
     let all_live = (0..brokers).all(|b| view.live.contains_key(&b));
-    let load = placement::load(&view.settled_layout(), &target_brokers(view, brokers));
+    let load = placement::load(&view.settled_layout(), &view.target_brokers(brokers));
     all_live
         && total >= usize::try_from(brokers).unwrap_or(0)
         && load.replicas.values().any(|&c| c == 0)
-}
-
-/// Brokers `0..count` with their racks as far as known.
-fn target_brokers(view: &ClusterView, count: i32) -> BTreeMap<i32, Option<String>> {
-    (0..count)
-        .map(|b| (b, view.live.get(&b).cloned().flatten()))
-        .collect()
 }
 
 fn operation(input: &ScalingInput<'_>, kind: &str, phase: &str, from: i32, to: i32) -> Operation {
@@ -212,7 +173,7 @@ fn range(from: i32, to: i32) -> String {
 }
 
 /// Up to the throttle's free slots of `wanted` moves, skipping partitions already moving.
-fn next_moves(wanted: &Layout, view: &ClusterView, max_moves: usize) -> Layout {
+fn next_moves(wanted: &Layout, view: &ObservedLayout, max_moves: usize) -> Layout {
     let free = max_moves.max(1).saturating_sub(view.moving.len());
     wanted
         .iter()
@@ -242,7 +203,7 @@ fn scale_down(input: &ScalingInput<'_>, running: i32) -> ScalingPlan {
         return plan;
     };
     let settled = view.settled_layout();
-    let target = match placement::balance(&settled, &target_brokers(view, desired)) {
+    let target = match placement::balance(&settled, &view.target_brokers(desired)) {
         Ok(t) => t,
         Err(e) => {
             let message = format!("scale-down from {running} to {desired} brokers refused: {e}");
@@ -408,7 +369,7 @@ fn rebalance(input: &ScalingInput<'_>, from: i32) -> ScalingPlan {
         return plan;
     }
     let settled = view.settled_layout();
-    let brokers = target_brokers(view, desired);
+    let brokers = view.target_brokers(desired);
     let wanted = match placement::balance(&settled, &brokers) {
         Ok(target) => placement::moves(&settled, &target),
         // Cannot happen when growing; nothing sensible to move if it does.
@@ -447,14 +408,14 @@ mod tests {
     }
 
     /// `count` partitions of `t` round-robin over brokers `0..n` with `rf` replicas.
-    fn view(n: i32, live: i32, parts: &[(&str, i32, i32)]) -> ClusterView {
+    fn view(n: i32, live: i32, parts: &[(&str, i32, i32)]) -> ObservedLayout {
         let mut replicas = Layout::new();
         for &(t, count, rf) in parts {
             for p in 0..count {
                 replicas.insert((t.to_string(), p), (0..rf).map(|r| (p + r) % n).collect());
             }
         }
-        ClusterView {
+        ObservedLayout {
             replicas,
             moving: BTreeMap::new(),
             live: (0..live).map(|b| (b, None)).collect(),
@@ -465,7 +426,7 @@ mod tests {
     fn input<'a>(
         desired: i32,
         running: i32,
-        cluster: Option<&'a ClusterView>,
+        cluster: Option<&'a ObservedLayout>,
         pods: &'a BTreeSet<i32>,
         previous: Option<&'a Operation>,
     ) -> ScalingInput<'a> {
@@ -485,7 +446,7 @@ mod tests {
     }
 
     /// Applies started moves to the view as if the brokers finished them at once.
-    fn complete(view: &mut ClusterView, moves: &Layout) {
+    fn complete(view: &mut ObservedLayout, moves: &Layout) {
         for (k, r) in moves {
             view.replicas.insert(k.clone(), r.clone());
         }
@@ -532,7 +493,7 @@ mod tests {
             rounds += 1;
             assert!(rounds < 50, "converges");
         }
-        let load = placement::load(&v.replicas, &target_brokers(&v, 5));
+        let load = placement::load(&v.replicas, &v.target_brokers(5));
         assert!(load.is_balanced(), "{load:?}");
     }
 

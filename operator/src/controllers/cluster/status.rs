@@ -21,6 +21,14 @@ pub const PROGRESSING: &str = "Progressing";
 /// Condition types.
 pub const DEGRADED: &str = "Degraded";
 
+/// Whether `status` has condition `type_` with status True.
+pub fn condition_true(status: &KafkaClusterStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
 /// Partition counts over every topic in `md`.
 pub fn partition_health(md: &ClusterMetadata) -> PartitionHealth {
     let mut health = PartitionHealth::default();

@@ -1,27 +1,33 @@
 //! The `KafkaTopic` controller: topics over the Kafka admin protocol, a finalizer for
-//! deletion, and the Conflict rule.
+//! deletion, and the Conflict rule. Each reconcile is a pipeline, I/O at the edges and pure
+//! steps between: validate the spec, apply the Conflict rule, observe the cluster, sync the
+//! topic (describe, plan, change: `sync.rs`), then write the status and publish Events
+//! (`apply_topic`).
 
-pub mod placement;
 pub mod plan;
 pub mod reassign;
+mod report;
 pub mod status;
 pub mod sync;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent};
 use kube::{Api, Resource, ResourceExt};
-use tracing::{info, warn};
+use sluice_client::ClientError;
+use tracing::{info, info_span, warn, Span};
 
-use self::plan::{desired_topic, owner_other_than};
-use self::reassign::{KIND, PHASE_BLOCKED, PHASE_MOVING};
-use self::status::{error_reason, has_condition, TopicStatusBuilder, CONFLICT};
-use self::sync::{sync_topic, ReplicaMove};
-use super::{apply_status, bootstrap_of, object_key, stand_down_or, Context, Error};
+use self::plan::{desired_topic, owner_other_than, DesiredTopic};
+use self::report::{publish_changes, report_conflict, report_invalid, report_kafka_error};
+use self::status::TopicStatusBuilder;
+use self::sync::{sync_topic, SyncReport};
+use super::reconcile::Reconciled;
+use super::{apply_status, bootstrap_of, Context, Error, Settings};
 use crate::crd::{DeletionPolicy, KafkaCluster, KafkaTopic};
 
 /// Controller name in metrics and logs.
@@ -35,36 +41,34 @@ const CLUSTER_WAIT: Duration = Duration::from_secs(30);
 /// How often a running replica move is looked at (progress in status, done detected).
 pub const REASSIGNMENT_POLL: Duration = Duration::from_secs(5);
 
-/// Reconcile one `KafkaTopic`, recording metrics and resetting the backoff on success.
-pub async fn reconcile(topic: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let start = Instant::now();
-    let key = object_key(topic.as_ref());
-    let result = stand_down_or(reconcile_inner(topic, &ctx).await, &key);
-    ctx.metrics.observe(
-        CONTROLLER,
-        start.elapsed(),
-        result.as_ref().err().map(Error::kind),
-    );
-    if result.is_ok() {
-        ctx.record_success(&key);
+impl Reconciled for KafkaTopic {
+    const CONTROLLER: &'static str = CONTROLLER;
+
+    fn reconcile_span(&self) -> Span {
+        info_span!(
+            "reconcile",
+            topic = %self.name_any(),
+            namespace = %self.namespace().unwrap_or_default()
+        )
     }
-    result
+
+    fn log_failure(&self, error: &Error, retry_in: Duration) {
+        warn!(
+            topic = %self.name_any(),
+            namespace = %self.namespace().unwrap_or_default(),
+            error = %error,
+            retry_in = ?retry_in,
+            "KafkaTopic reconcile failed"
+        );
+    }
+
+    async fn reconcile(self: Arc<Self>, ctx: Arc<Context>) -> Result<Action, Error> {
+        reconcile_topic(self, &ctx).await
+    }
 }
 
-/// Retry a failed reconcile with exponential backoff.
-pub fn error_policy(topic: Arc<KafkaTopic>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.record_failure(&object_key(topic.as_ref()));
-    warn!(
-        topic = %topic.name_any(),
-        namespace = %topic.namespace().unwrap_or_default(),
-        error = %error,
-        retry_in = ?delay,
-        "KafkaTopic reconcile failed"
-    );
-    Action::requeue(delay)
-}
-
-async fn reconcile_inner(topic: Arc<KafkaTopic>, ctx: &Context) -> Result<Action, Error> {
+/// One reconcile of `topic`: applied, or cleaned up once it is being deleted.
+async fn reconcile_topic(topic: Arc<KafkaTopic>, ctx: &Context) -> Result<Action, Error> {
     // The Conflict rule compares with every KafkaTopic: wait for the first full list.
     ctx.topics
         .wait_until_ready()
@@ -94,208 +98,157 @@ async fn get_cluster(ctx: &Context, kt: &KafkaTopic) -> Result<Option<KafkaClust
         .map_err(Error::kube(format!("get KafkaCluster {}", kt.spec.cluster)))
 }
 
+/// Bring the topic in line with `kt`, step by step.
 async fn apply_topic(
     kt: &KafkaTopic,
     ctx: &Context,
     api: &Api<KafkaTopic>,
 ) -> Result<Action, Error> {
-    let reference = kt.object_ref(&());
-    let old = kt.status.as_ref();
     let status = TopicStatusBuilder::new(kt, Timestamp::now());
-
     let desired = match desired_topic(kt) {
         Ok(d) => d,
         Err(message) => {
-            apply_status(api, kt, &status.invalid(&message)).await?;
-            ctx.event(
-                &reference,
-                EventType::Warning,
-                "InvalidSpec",
-                "Validate",
-                message,
-            )
-            .await;
+            report_invalid(ctx, api, kt, &status, message).await?;
             return Ok(Action::await_change());
         }
     };
-
-    let all = ctx.topics.state();
-    if let Some(owner) = owner_other_than(kt, &all) {
-        let message = format!(
-            "topic `{}` of KafkaCluster {} is managed by KafkaTopic {}, created earlier; this \
-             resource never changes or deletes it",
-            desired.name,
-            kt.spec.cluster,
-            owner.name_any()
-        );
-        let was_conflict = old.is_some_and(|s| has_condition(s, CONFLICT));
-        apply_status(api, kt, &status.conflict(&message)).await?;
-        if !was_conflict {
-            ctx.event(
-                &reference,
-                EventType::Warning,
-                "Conflict",
-                "Reconcile",
-                message,
-            )
-            .await;
-        }
+    if let Some(message) = conflict(kt, &desired, &ctx.topics.state()) {
+        report_conflict(ctx, api, kt, &status, message).await?;
         // Look again later: the owner may go away.
         return Ok(Action::requeue(ctx.settings.topic_resync));
     }
-
-    let Some(cluster) = get_cluster(ctx, kt).await? else {
-        let message = format!("KafkaCluster {} not found", kt.spec.cluster);
-        apply_status(api, kt, &status.waiting("ClusterNotFound", &message)).await?;
-        return Ok(Action::requeue(CLUSTER_WAIT));
+    let cluster = get_cluster(ctx, kt).await?;
+    let (bootstrap, brokers) = match cluster_readiness(kt, cluster.as_ref()) {
+        ClusterReadiness::Ready { bootstrap, brokers } => (bootstrap, brokers),
+        ClusterReadiness::Waiting { reason, message } => {
+            apply_status(api, kt, &status.waiting(reason, &message)).await?;
+            return Ok(Action::requeue(CLUSTER_WAIT));
+        }
     };
-    let Some(bootstrap) = bootstrap_of(&cluster) else {
-        let message = format!(
-            "KafkaCluster {} has no bootstrap address yet",
-            kt.spec.cluster
-        );
-        apply_status(api, kt, &status.waiting("ClusterNotReady", &message)).await?;
-        return Ok(Action::requeue(CLUSTER_WAIT));
-    };
-
-    let synced = tokio::time::timeout(KAFKA_TIMEOUT, async {
-        let admin = ctx.kafka.connect(&bootstrap).await?;
-        sync_topic(admin.as_ref(), &desired, Some(cluster.spec.replicas)).await
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(sluice_client::ClientError::Timeout {
-            context: format!("sync topic {} via {bootstrap}", desired.name),
-            after: KAFKA_TIMEOUT,
-        })
-    });
-    let report = match synced {
+    let report = match sync(ctx, &bootstrap, &desired, brokers).await {
         Ok(report) => report,
         Err(e) => {
-            let reason = error_reason(&e);
-            let message = e.to_string();
-            apply_status(
-                api,
-                kt,
-                &status.kafka_error(&desired.name, &reason, &message),
-            )
-            .await?;
-            ctx.event(&reference, EventType::Warning, &reason, "Sync", message)
-                .await;
+            report_kafka_error(ctx, api, kt, &status, "Sync", &e, e.to_string()).await?;
             return Err(Error::Kafka(e));
         }
     };
-
     let new_status = status.synced(&desired, &report);
     apply_status(api, kt, &new_status).await?;
-    let name = &desired.name;
-    if report.created {
-        info!(topic = %name, "created topic");
-        ctx.event(
-            &reference,
-            EventType::Normal,
-            "Created",
-            "Create",
-            format!(
-                "created topic {name} with {} partitions, replication factor {}",
-                desired.partitions, desired.replication_factor
+    publish_changes(ctx, kt, &desired, &report, &new_status).await;
+    Ok(next_action(&report, &ctx.settings))
+}
+
+/// The Conflict rule (pure): why `kt` must leave its topic alone, when an earlier
+/// `KafkaTopic` in `all` manages it.
+fn conflict(kt: &KafkaTopic, desired: &DesiredTopic, all: &[Arc<KafkaTopic>]) -> Option<String> {
+    let owner = owner_other_than(kt, all)?;
+    Some(format!(
+        "topic `{}` of KafkaCluster {} is managed by KafkaTopic {}, created earlier; this \
+         resource never changes or deletes it",
+        desired.name,
+        kt.spec.cluster,
+        owner.name_any()
+    ))
+}
+
+/// Whether a topic's cluster can be synced against.
+enum ClusterReadiness {
+    /// It has a bootstrap address.
+    Ready {
+        /// Where admin calls go.
+        bootstrap: String,
+        /// The cluster's `spec.replicas`: brokers from there up are being drained.
+        brokers: i32,
+    },
+    /// Not yet: the status says why (`reason`: ClusterNotFound, ClusterNotReady).
+    Waiting {
+        /// Condition reason.
+        reason: &'static str,
+        /// Condition message.
+        message: String,
+    },
+}
+
+/// Where `kt`'s cluster stands (pure), from what `get_cluster` found.
+fn cluster_readiness(kt: &KafkaTopic, cluster: Option<&KafkaCluster>) -> ClusterReadiness {
+    let Some(cluster) = cluster else {
+        return ClusterReadiness::Waiting {
+            reason: "ClusterNotFound",
+            message: format!("KafkaCluster {} not found", kt.spec.cluster),
+        };
+    };
+    match bootstrap_of(cluster) {
+        Some(bootstrap) => ClusterReadiness::Ready {
+            bootstrap,
+            brokers: cluster.spec.replicas,
+        },
+        None => ClusterReadiness::Waiting {
+            reason: "ClusterNotReady",
+            message: format!(
+                "KafkaCluster {} has no bootstrap address yet",
+                kt.spec.cluster
             ),
-        )
-        .await;
+        },
     }
-    if let Some((from, to)) = report.grown {
-        ctx.event(
-            &reference,
-            EventType::Normal,
-            "PartitionsIncreased",
-            "Update",
-            format!("topic {name}: {from} -> {to} partitions"),
-        )
-        .await;
-    }
-    if !report.configs_set.is_empty() || !report.configs_removed.is_empty() {
-        let mut parts = Vec::new();
-        if !report.configs_set.is_empty() {
-            parts.push(format!("set {}", report.configs_set.join(", ")));
-        }
-        if !report.configs_removed.is_empty() {
-            parts.push(format!("removed {}", report.configs_removed.join(", ")));
-        }
-        ctx.event(
-            &reference,
-            EventType::Normal,
-            "ConfigsUpdated",
-            "Update",
-            format!("topic {name}: {}", parts.join("; ")),
-        )
-        .await;
-    }
-    let old_phase = old
-        .and_then(|s| s.operation.as_ref())
-        .filter(|op| op.kind == KIND)
-        .map(|op| op.phase.as_str());
-    match &report.replica_move {
-        Some(ReplicaMove::Started {
-            from,
-            to,
-            partitions,
-            ..
-        }) => {
-            info!(topic = %name, from, to, partitions, "started moving replicas");
-            ctx.event(
-                &reference,
-                EventType::Normal,
-                "ReplicasMoving",
-                "Reassign",
-                format!(
-                    "topic {name}: replication factor {from} -> {to}, moving replicas of \
-                     {partitions} partitions"
-                ),
-            )
-            .await;
-        }
-        Some(ReplicaMove::NotEnoughBrokers { .. }) if old_phase != Some(PHASE_BLOCKED) => {
-            let message = new_status
-                .operation
-                .as_ref()
-                .and_then(|op| op.message.clone())
-                .unwrap_or_default();
-            ctx.event(
-                &reference,
-                EventType::Warning,
-                "NotEnoughBrokers",
-                "Reassign",
-                message,
-            )
-            .await;
-        }
-        None if old_phase == Some(PHASE_MOVING) => {
-            info!(topic = %name, "replica move done");
-            ctx.event(
-                &reference,
-                EventType::Normal,
-                "ReplicasChanged",
-                "Reassign",
-                format!(
-                    "topic {name}: replicas moved, replication factor {}",
-                    desired.replication_factor
-                ),
-            )
-            .await;
-        }
-        _ => {}
-    }
-    Ok(Action::requeue(if report.moving() {
+}
+
+/// Sync the topic through `bootstrap` (Kafka I/O): describe it, then create it or change
+/// what differs, and follow or start a replica move over the brokers below `brokers`.
+async fn sync(
+    ctx: &Context,
+    bootstrap: &str,
+    desired: &DesiredTopic,
+    brokers: i32,
+) -> Result<SyncReport, ClientError> {
+    within_kafka_timeout(
+        || format!("sync topic {} via {bootstrap}", desired.name),
+        async {
+            let admin = ctx.kafka.connect(bootstrap).await?;
+            sync_topic(admin.as_ref(), desired, Some(brokers)).await
+        },
+    )
+    .await
+}
+
+/// Delete topic `name` through `bootstrap` (Kafka I/O).
+async fn delete(ctx: &Context, bootstrap: &str, name: &str) -> Result<(), ClientError> {
+    within_kafka_timeout(|| format!("delete topic {name} via {bootstrap}"), async {
+        let admin = ctx.kafka.connect(bootstrap).await?;
+        admin.delete_topic(name).await
+    })
+    .await
+}
+
+/// `call`, given up after [`KAFKA_TIMEOUT`] with a timeout error naming `what`.
+async fn within_kafka_timeout<T>(
+    what: impl FnOnce() -> String,
+    call: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(KAFKA_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClientError::Timeout {
+                context: what(),
+                after: KAFKA_TIMEOUT,
+            })
+        })
+}
+
+/// When to look again after a sync (pure).
+fn next_action(report: &SyncReport, settings: &Settings) -> Action {
+    Action::requeue(if report.moving() {
         // The broker moves the data; follow it closely so status shows progress.
         REASSIGNMENT_POLL
     } else if report.state.is_some() {
         // Check again later: configs may be changed behind the operator's back.
-        ctx.settings.topic_resync
+        settings.topic_resync
     } else {
         Duration::from_secs(5)
-    }))
+    })
 }
 
+/// Let go of the topic once `kt` is being deleted: delete it (`deletionPolicy: Delete`) or
+/// keep it.
 async fn cleanup_topic(
     kt: &KafkaTopic,
     ctx: &Context,
@@ -338,18 +291,7 @@ async fn cleanup_topic(
             kt.spec.cluster
         )));
     };
-    let deleted = tokio::time::timeout(KAFKA_TIMEOUT, async {
-        let admin = ctx.kafka.connect(&bootstrap).await?;
-        admin.delete_topic(&name).await
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(sluice_client::ClientError::Timeout {
-            context: format!("delete topic {name} via {bootstrap}"),
-            after: KAFKA_TIMEOUT,
-        })
-    });
-    match deleted {
+    match delete(ctx, &bootstrap, &name).await {
         Ok(()) => {
             info!(topic = %name, "deleted topic");
             ctx.event(
@@ -363,12 +305,9 @@ async fn cleanup_topic(
             Ok(Action::await_change())
         }
         Err(e) => {
-            let reason = error_reason(&e);
             let message = format!("cannot delete topic {name}: {e}");
             let status = TopicStatusBuilder::new(kt, Timestamp::now());
-            apply_status(api, kt, &status.kafka_error(&name, &reason, &message)).await?;
-            ctx.event(&reference, EventType::Warning, &reason, "Delete", message)
-                .await;
+            report_kafka_error(ctx, api, kt, &status, "Delete", &e, message).await?;
             Err(Error::Kafka(e))
         }
     }

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use super::placement::{target_assignment, PlacementError};
+use crate::placement::moves;
+use crate::placement::replication_factor::{target_assignment, PlacementError};
 
 /// `status.operation.kind` of a replication-factor change.
 pub const KIND: &str = "ReplicaChange";
@@ -116,10 +117,7 @@ pub fn replica_action<T>(
             live: brokers,
         },
         Ok(target) => {
-            let moves: BTreeMap<i32, Vec<i32>> = target
-                .into_iter()
-                .filter(|(p, r)| current.get(p) != Some(r))
-                .collect();
+            let moves = moves(current, &target);
             let progress = MoveProgress {
                 done: current.len() - moves.len(),
                 total: current.len(),

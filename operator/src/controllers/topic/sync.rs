@@ -8,6 +8,7 @@ use sluice_client::ClientError;
 use super::plan::{plan_topic, DesiredTopic, TopicPlan};
 use super::reassign::{needs_move, replica_action, MoveProgress, ReplicaAction};
 use crate::kafka::{KafkaAdmin, TopicState};
+use crate::placement::staying_brokers;
 
 /// TOPIC_ALREADY_EXISTS: someone created it between our describe and create.
 const TOPIC_ALREADY_EXISTS: i16 = 36;
@@ -165,10 +166,7 @@ async fn sync_replicas(
     }
     let state = fresh.as_ref().unwrap_or(state);
     let live = if needs_move(want, &state.assignment, &ongoing) {
-        // Brokers a scale-down is draining get no new replicas.
-        let mut live = admin.live_brokers().await?;
-        live.retain(|&b| kept_brokers.is_none_or(|kept| b < kept));
-        live
+        staying_brokers(admin.live_brokers().await?, kept_brokers)
     } else {
         Vec::new()
     };

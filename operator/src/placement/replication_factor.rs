@@ -1,5 +1,6 @@
-//! Target replica assignment for a replication-factor change (sent as a partition
-//! reassignment, see `reassign.rs`).
+//! One topic's target replica assignment for a replication-factor change (pure). Used by the
+//! topic controller, which sends it as a partition reassignment
+//! (`controllers/topic/reassign.rs`).
 
 use std::collections::BTreeMap;
 

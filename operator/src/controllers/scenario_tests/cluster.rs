@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::builders::{config_hash, server_properties};
-use crate::controllers::cluster::{error_policy, reconcile};
+use crate::controllers::reconcile::{error_policy, reconcile};
 use crate::controllers::Error;
 use crate::crd::KafkaCluster;
 use crate::validate::tests::{cluster, CLUSTER_ID};

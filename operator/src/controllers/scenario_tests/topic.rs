@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::controllers::topic::reconcile;
+use crate::controllers::reconcile::reconcile;
 use crate::crd::KafkaTopic;
 
 const KTS: &str = "/apis/kafka.sluice.dev/v1alpha1/namespaces/ns/kafkatopics";

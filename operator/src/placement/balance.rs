@@ -6,11 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A partition: topic name and index.
-pub type PartitionKey = (String, i32);
-
-/// Replica lists by partition; the first replica is the preferred leader.
-pub type Layout = BTreeMap<PartitionKey, Vec<i32>>;
+use super::{Layout, PartitionKey};
 
 /// Why no layout could be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,14 +97,6 @@ pub fn balance(
     balance_replicas(&mut layout, brokers);
     balance_leaders(&mut layout, brokers);
     Ok(layout)
-}
-
-/// The partitions whose replica list differs between `from` and `to`, with their new lists.
-pub fn moves(from: &Layout, to: &Layout) -> Layout {
-    to.iter()
-        .filter(|(k, r)| from.get(*k) != Some(*r))
-        .map(|(k, r)| (k.clone(), r.clone()))
-        .collect()
 }
 
 fn racks_of<'a>(
@@ -309,6 +297,7 @@ fn best_leader_swap(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::placement::moves;
 
     fn brokers(ids: std::ops::Range<i32>) -> BTreeMap<i32, Option<String>> {
         ids.map(|b| (b, None)).collect()
