@@ -38,8 +38,11 @@ def test_cluster_basic(cluster3, topic):
         for b in c.brokers:
             assert md.brokers[b.node_id][:2] == ("127.0.0.1", b.port), (i, md.brokers)
     print(f"controller: broker{mds[0].controller_id}")
+    # Ready follows: a broker may still be catching up (metadata log, a follower's partitions)
+    # for a moment after the views agree.
     for i in range(3):
-        assert c[i].http_get("/readyz")[0] == 200
+        c.wait_until(lambda: c[i].http_get("/readyz")[0] == 200, 30, 0.1, msg=f"broker{i} /readyz 200",
+                     detail=lambda: c[i].http_get("/readyz"))
 
     # rf=3 on 3 live brokers: every partition on every broker, leaders balanced.
     mds = c.create_topic(topic, partitions=3, rf=3, config={"min.insync.replicas": "2"})
