@@ -51,10 +51,10 @@ export CGO_ENABLED=0
 start=$(date +%s)
 echo "building Kubernetes $K8S_VERSION and etcd $ETCD_VERSION into $BIN (cold: about 15 minutes on 2 cores)" >&2
 for t in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-    go build -trimpath -ldflags "$ldflags" -o "$tmp/$t" "k8s.io/kubernetes/cmd/$t"
+    go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$tmp/$t" "k8s.io/kubernetes/cmd/$t"
     echo "  $t built ($(( $(date +%s) - start ))s)" >&2
 done
-go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
 echo "  etcd built ($(( $(date +%s) - start ))s)" >&2
 mkdir -p "$(dirname "$BIN")"
 rm -rf "$BIN"
