@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from conftest import BROKER_BIN, consume_confluent, produce_confluent
-from kit import Kit, wait_for
+from kit import Kit, pod_ready, wait_for
 from kitutil import WatchRecorder, broker_objects
 from cluster import new_cluster_id
 
@@ -41,17 +41,13 @@ def pods(kit: Kit, sts: str) -> dict[str, dict]:
     return {p["metadata"]["name"]: p for p in items["items"]}
 
 
-def ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions") or [])
-
-
 def wait_ready(kit: Kit, sts: str, replicas: int, timeout: float = 90):
     def check():
         s = kit.kube.get("apps/v1", "statefulsets", sts, NS)
         st = s.get("status") or {}
         ps = pods(kit, sts)
         ok = (st.get("readyReplicas") == replicas and st.get("replicas") == replicas
-              and len(ps) == replicas and all(ready(p) for p in ps.values())
+              and len(ps) == replicas and all(pod_ready(p) for p in ps.values())
               and st.get("observedGeneration") == s["metadata"]["generation"]
               and st.get("updatedReplicas") == replicas
               and st.get("currentRevision") == st.get("updateRevision"))
@@ -79,7 +75,7 @@ def test_one_broker_runs_and_keeps_its_data_across_a_pod_restart(kit):
     # Delete the pod: the StatefulSet brings it back with the same address and claim.
     kit.kube.delete("v1", "pods", "solo-kafka-0", NS)
     wait_for(lambda: (p := pods(kit, sts).get("solo-kafka-0")) and p["metadata"]["uid"] != pod["metadata"]["uid"]
-             and ready(p), timeout=60, msg="a new ready pod")
+             and pod_ready(p), timeout=60, msg="a new ready pod")
     msgs = consume_confluent(bootstrap, "kit-solo", count=1)
     assert msgs[0].value() == b"before restart"
     log = kit.pod_log(NS, "solo-kafka-0").read_text()
@@ -140,7 +136,7 @@ def test_template_change_rolls_highest_ordinal_first(kit):
     for before, after in (("roll-kafka-2", "roll-kafka-1"), ("roll-kafka-1", "roll-kafka-0")):
         t_delete = next(ts for ts, t, o in rec.events if t == "DELETED" and o["metadata"]["name"] == after)
         ready_new = [ts for ts, t, o in rec.events if o["metadata"]["name"] == before and t == "MODIFIED"
-                     and o["metadata"]["labels"].get("controller-revision-hash") == new_rev and ready(o)]
+                     and o["metadata"]["labels"].get("controller-revision-hash") == new_rev and pod_ready(o)]
         assert ready_new and ready_new[0] <= t_delete, f"{after} deleted before {before} was ready"
 
 
@@ -156,19 +152,19 @@ def test_kill_and_pause_a_pod(kit):
     # Killed (SIGKILL of the pid the agent records): the container restarts in the same pod.
     pid = int((kit.workdir / "pods" / NS / "fault-kafka-0" / "pid").read_text())
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: status()[1]["restartCount"] == 1 and ready(status()[0]), timeout=60,
+    wait_for(lambda: status()[1]["restartCount"] == 1 and pod_ready(status()[0]), timeout=60,
              msg="restarted and ready")
     assert status()[0]["metadata"]["uid"] == uid
     # Paused: the readiness probe fails and the pod turns NotReady; resumed: Ready again.
     kit.pause(NS, "fault-kafka-0")
     try:
-        wait_for(lambda: not ready(status()[0]), timeout=30, msg="NotReady while paused")
+        wait_for(lambda: not pod_ready(status()[0]), timeout=30, msg="NotReady while paused")
         # The StatefulSet controller follows (it omits readyReplicas at zero).
         wait_for(lambda: kit.kube.get("apps/v1", "statefulsets", sts, NS)["status"].get("readyReplicas", 0) == 0,
                  timeout=30, msg="readyReplicas 0")
     finally:
         kit.resume(NS, "fault-kafka-0")
-    wait_for(lambda: ready(status()[0]), timeout=30, msg="Ready after resume")
+    wait_for(lambda: pod_ready(status()[0]), timeout=30, msg="Ready after resume")
     assert status()[1]["restartCount"] == 1, "a pause shorter than the liveness budget restarts nothing"
 
 

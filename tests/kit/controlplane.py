@@ -25,6 +25,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 from .process import set_pdeathsig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,8 +84,6 @@ def make_pki(pki: Path):
 
 def write_kubeconfig(path: Path, server: str, ca: Path, token: str, user: str = "kit",
                      namespace: str = "default") -> Path:
-    import yaml
-
     cfg = {
         "apiVersion": "v1", "kind": "Config", "current-context": "kit",
         "clusters": [{"name": "kit", "cluster": {"server": server, "certificate-authority": str(ca)}}],
@@ -105,6 +105,7 @@ class ControlPlane:
         self.pki = self.dir / "pki"
         self.url = ""
         self.admin_kubeconfig = self.dir / "admin.kubeconfig"
+        self.ports: dict[str, int] = {}  # component -> its secure (health) port
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -230,7 +231,6 @@ class ControlPlane:
 
     def _start_controller_manager(self):
         kc = self.dir / "controller-manager.kubeconfig"
-        self.ports = getattr(self, "ports", {})
         self.ports["kube-controller-manager"] = port = free_port()
         self._spawn("kube-controller-manager", [
             f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",

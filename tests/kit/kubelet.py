@@ -45,6 +45,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import yaml
+
 from . import podspec
 from .client import KubeClient, KubeError
 from .process import set_pdeathsig
@@ -231,8 +233,6 @@ class PodRunner:
         (host / "token").write_text(token)
         (host / "namespace").write_text(self.ns)
         shutil.copyfile(k.ca_file, host / "ca.crt")
-        import yaml
-
         kubeconfig = {
             "apiVersion": "v1", "kind": "Config", "current-context": "in-cluster",
             "clusters": [{"name": "in-cluster", "cluster": {"server": k.client.conn.server,

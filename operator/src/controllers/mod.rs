@@ -12,10 +12,9 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{EventType, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -126,21 +125,6 @@ impl Context {
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         backoff(*n, self.settings.max_backoff)
-    }
-
-    /// Publish an Event about `reference`. Best effort: a failure is logged, never fails
-    /// the reconcile.
-    pub async fn event(
-        &self,
-        reference: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        self.events
-            .publish(reference, type_, reason, action, note)
-            .await;
     }
 }
 

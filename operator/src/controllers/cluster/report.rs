@@ -25,14 +25,15 @@ pub(super) async fn report_paused(
             &paused_status(old, kc.metadata.generation, Timestamp::now()),
         )
         .await?;
-        ctx.event(
-            &kc.object_ref(&()),
-            EventType::Normal,
-            "Paused",
-            "Pause",
-            "spec.paused is true: reconciliation stopped".into(),
-        )
-        .await;
+        ctx.events
+            .publish(
+                &kc.object_ref(&()),
+                EventType::Normal,
+                "Paused",
+                "Pause",
+                "spec.paused is true: reconciliation stopped".into(),
+            )
+            .await;
     }
     Ok(())
 }
@@ -55,14 +56,15 @@ pub(super) async fn report_failure(
         Timestamp::now(),
     );
     apply_status(api, kc, &status).await?;
-    ctx.event(
-        &kc.object_ref(&()),
-        EventType::Warning,
-        reason,
-        action,
-        message,
-    )
-    .await;
+    ctx.events
+        .publish(
+            &kc.object_ref(&()),
+            EventType::Warning,
+            reason,
+            action,
+            message,
+        )
+        .await;
     Ok(())
 }
 
@@ -79,27 +81,29 @@ pub(super) async fn publish_changes(
     let applied = scaling.statefulset_replicas;
     match previous_replicas {
         None => {
-            ctx.event(
-                &reference,
-                EventType::Normal,
-                "Created",
-                "Apply",
-                format!(
-                    "created StatefulSet {} with {applied} brokers",
-                    statefulset_name(&kc.name_any())
-                ),
-            )
-            .await
+            ctx.events
+                .publish(
+                    &reference,
+                    EventType::Normal,
+                    "Created",
+                    "Apply",
+                    format!(
+                        "created StatefulSet {} with {applied} brokers",
+                        statefulset_name(&kc.name_any())
+                    ),
+                )
+                .await
         }
         Some(prev) if prev != applied => {
-            ctx.event(
-                &reference,
-                EventType::Normal,
-                "Scaled",
-                "Apply",
-                format!("brokers {prev} -> {applied}"),
-            )
-            .await
+            ctx.events
+                .publish(
+                    &reference,
+                    EventType::Normal,
+                    "Scaled",
+                    "Apply",
+                    format!("brokers {prev} -> {applied}"),
+                )
+                .await
         }
         _ => {}
     }
@@ -114,7 +118,8 @@ pub(super) async fn publish_changes(
                 (EventType::Normal, format!("{}{}", op.kind, op.phase))
             };
             let message = op.message.clone().unwrap_or_else(|| op.phase.clone());
-            ctx.event(&reference, type_, &reason, "Scale", message)
+            ctx.events
+                .publish(&reference, type_, &reason, "Scale", message)
                 .await;
         }
     }
@@ -132,25 +137,27 @@ pub(super) async fn publish_changes(
                 (Some(f), Some(t)) => format!("{} finished: {f} -> {t} brokers", done.kind),
                 _ => format!("{} finished", done.kind),
             };
-            ctx.event(
-                &reference,
-                EventType::Normal,
-                &format!("{}Complete", done.kind),
-                "Scale",
-                words,
-            )
-            .await;
+            ctx.events
+                .publish(
+                    &reference,
+                    EventType::Normal,
+                    &format!("{}Complete", done.kind),
+                    "Scale",
+                    words,
+                )
+                .await;
         }
     }
     let was_ready = old.is_some_and(|s| condition_true(s, READY));
     if !was_ready && condition_true(new, READY) {
-        ctx.event(
-            &reference,
-            EventType::Normal,
-            "ClusterReady",
-            "Reconcile",
-            format!("{}/{} brokers ready", new.ready_replicas, new.replicas),
-        )
-        .await;
+        ctx.events
+            .publish(
+                &reference,
+                EventType::Normal,
+                "ClusterReady",
+                "Reconcile",
+                format!("{}/{} brokers ready", new.ready_replicas, new.replicas),
+            )
+            .await;
     }
 }

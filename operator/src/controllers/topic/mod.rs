@@ -262,14 +262,15 @@ async fn cleanup_topic(
         return Ok(Action::await_change());
     }
     if kt.spec.deletion_policy == DeletionPolicy::Retain {
-        ctx.event(
-            &reference,
-            EventType::Normal,
-            "Retained",
-            "Delete",
-            format!("kept topic {name}: deletionPolicy is Retain"),
-        )
-        .await;
+        ctx.events
+            .publish(
+                &reference,
+                EventType::Normal,
+                "Retained",
+                "Delete",
+                format!("kept topic {name}: deletionPolicy is Retain"),
+            )
+            .await;
         return Ok(Action::await_change());
     }
     let cluster = get_cluster(ctx, kt).await?;
@@ -294,14 +295,15 @@ async fn cleanup_topic(
     match delete(ctx, &bootstrap, &name).await {
         Ok(()) => {
             info!(topic = %name, "deleted topic");
-            ctx.event(
-                &reference,
-                EventType::Normal,
-                "Deleted",
-                "Delete",
-                format!("deleted topic {name}"),
-            )
-            .await;
+            ctx.events
+                .publish(
+                    &reference,
+                    EventType::Normal,
+                    "Deleted",
+                    "Delete",
+                    format!("deleted topic {name}"),
+                )
+                .await;
             Ok(Action::await_change())
         }
         Err(e) => {

@@ -22,14 +22,15 @@ pub(super) async fn report_invalid(
     message: String,
 ) -> Result<(), Error> {
     apply_status(api, kt, &status.invalid(&message)).await?;
-    ctx.event(
-        &kt.object_ref(&()),
-        EventType::Warning,
-        "InvalidSpec",
-        "Validate",
-        message,
-    )
-    .await;
+    ctx.events
+        .publish(
+            &kt.object_ref(&()),
+            EventType::Warning,
+            "InvalidSpec",
+            "Validate",
+            message,
+        )
+        .await;
     Ok(())
 }
 
@@ -48,14 +49,15 @@ pub(super) async fn report_conflict(
         .is_some_and(|s| has_condition(s, CONFLICT));
     apply_status(api, kt, &status.conflict(&message)).await?;
     if !was_conflict {
-        ctx.event(
-            &kt.object_ref(&()),
-            EventType::Warning,
-            "Conflict",
-            "Reconcile",
-            message,
-        )
-        .await;
+        ctx.events
+            .publish(
+                &kt.object_ref(&()),
+                EventType::Warning,
+                "Conflict",
+                "Reconcile",
+                message,
+            )
+            .await;
     }
     Ok(())
 }
@@ -78,14 +80,15 @@ pub(super) async fn report_kafka_error(
         &status.kafka_error(&kt.topic_name(), &reason, &message),
     )
     .await?;
-    ctx.event(
-        &kt.object_ref(&()),
-        EventType::Warning,
-        &reason,
-        action,
-        message,
-    )
-    .await;
+    ctx.events
+        .publish(
+            &kt.object_ref(&()),
+            EventType::Warning,
+            &reason,
+            action,
+            message,
+        )
+        .await;
     Ok(())
 }
 
@@ -103,27 +106,29 @@ pub(super) async fn publish_changes(
     let name = &desired.name;
     if report.created {
         info!(topic = %name, "created topic");
-        ctx.event(
-            &reference,
-            EventType::Normal,
-            "Created",
-            "Create",
-            format!(
-                "created topic {name} with {} partitions, replication factor {}",
-                desired.partitions, desired.replication_factor
-            ),
-        )
-        .await;
+        ctx.events
+            .publish(
+                &reference,
+                EventType::Normal,
+                "Created",
+                "Create",
+                format!(
+                    "created topic {name} with {} partitions, replication factor {}",
+                    desired.partitions, desired.replication_factor
+                ),
+            )
+            .await;
     }
     if let Some((from, to)) = report.grown {
-        ctx.event(
-            &reference,
-            EventType::Normal,
-            "PartitionsIncreased",
-            "Update",
-            format!("topic {name}: {from} -> {to} partitions"),
-        )
-        .await;
+        ctx.events
+            .publish(
+                &reference,
+                EventType::Normal,
+                "PartitionsIncreased",
+                "Update",
+                format!("topic {name}: {from} -> {to} partitions"),
+            )
+            .await;
     }
     if !report.configs_set.is_empty() || !report.configs_removed.is_empty() {
         let mut parts = Vec::new();
@@ -133,14 +138,15 @@ pub(super) async fn publish_changes(
         if !report.configs_removed.is_empty() {
             parts.push(format!("removed {}", report.configs_removed.join(", ")));
         }
-        ctx.event(
-            &reference,
-            EventType::Normal,
-            "ConfigsUpdated",
-            "Update",
-            format!("topic {name}: {}", parts.join("; ")),
-        )
-        .await;
+        ctx.events
+            .publish(
+                &reference,
+                EventType::Normal,
+                "ConfigsUpdated",
+                "Update",
+                format!("topic {name}: {}", parts.join("; ")),
+            )
+            .await;
     }
     let old_phase = old
         .and_then(|s| s.operation.as_ref())
@@ -154,17 +160,18 @@ pub(super) async fn publish_changes(
             ..
         }) => {
             info!(topic = %name, from, to, partitions, "started moving replicas");
-            ctx.event(
-                &reference,
-                EventType::Normal,
-                "ReplicasMoving",
-                "Reassign",
-                format!(
-                    "topic {name}: replication factor {from} -> {to}, moving replicas of \
+            ctx.events
+                .publish(
+                    &reference,
+                    EventType::Normal,
+                    "ReplicasMoving",
+                    "Reassign",
+                    format!(
+                        "topic {name}: replication factor {from} -> {to}, moving replicas of \
                      {partitions} partitions"
-                ),
-            )
-            .await;
+                    ),
+                )
+                .await;
         }
         Some(ReplicaMove::NotEnoughBrokers { .. }) if old_phase != Some(PHASE_BLOCKED) => {
             let message = new_status
@@ -172,28 +179,30 @@ pub(super) async fn publish_changes(
                 .as_ref()
                 .and_then(|op| op.message.clone())
                 .unwrap_or_default();
-            ctx.event(
-                &reference,
-                EventType::Warning,
-                "NotEnoughBrokers",
-                "Reassign",
-                message,
-            )
-            .await;
+            ctx.events
+                .publish(
+                    &reference,
+                    EventType::Warning,
+                    "NotEnoughBrokers",
+                    "Reassign",
+                    message,
+                )
+                .await;
         }
         None if old_phase == Some(PHASE_MOVING) => {
             info!(topic = %name, "replica move done");
-            ctx.event(
-                &reference,
-                EventType::Normal,
-                "ReplicasChanged",
-                "Reassign",
-                format!(
-                    "topic {name}: replicas moved, replication factor {}",
-                    desired.replication_factor
-                ),
-            )
-            .await;
+            ctx.events
+                .publish(
+                    &reference,
+                    EventType::Normal,
+                    "ReplicasChanged",
+                    "Reassign",
+                    format!(
+                        "topic {name}: replicas moved, replication factor {}",
+                        desired.replication_factor
+                    ),
+                )
+                .await;
         }
         _ => {}
     }
