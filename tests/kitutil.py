@@ -12,6 +12,10 @@ from kit.client import SyncClient
 
 ROOT = Path(__file__).resolve().parent.parent
 KC = "kafka.sluice.dev/v1alpha1"
+# The operator's default listeners: `local` (forwarding, advertises localhost:9092) and
+# `internal` (each broker's own address), which clients inside the kit use.
+FORWARDING_PORT = 9092
+INTERNAL_PORT = 9093
 
 
 def operator_kit(request, tmp_path: Path):

@@ -11,7 +11,7 @@ import pytest
 
 from kit import OPERATOR_NS, Kit, wait_for
 from kit.client import KubeError
-from kitutil import KC, WatchRecorder, condition, load_example, operator_kit, operator_pod
+from kitutil import INTERNAL_PORT, KC, WatchRecorder, condition, load_example, operator_kit, operator_pod
 
 pytestmark = [pytest.mark.kit, pytest.mark.timeout(300)]
 
@@ -59,7 +59,11 @@ def test_cluster_and_topic_from_the_examples(kit):
                for c in (o.get("status") or {}).get("conditions") or []}
     assert ("Progressing", "RollingUpdate") not in reasons, reasons
     assert kc["status"]["clusterId"]
-    assert kc["status"]["bootstrapServers"] == f"demo-kafka-bootstrap.{NS}.svc:9092"
+    assert kc["status"]["bootstrapServers"] == f"demo-kafka-bootstrap.{NS}.svc:{INTERNAL_PORT}"
+    assert kc["status"]["listeners"] == [
+        {"name": "local", "type": "forwarding", "bootstrapServers": "localhost:9092"},
+        {"name": "internal", "type": "internal", "bootstrapServers": f"demo-kafka-bootstrap.{NS}.svc:{INTERNAL_PORT}"},
+    ]
     sts = kit.kube.get("apps/v1", "statefulsets", "demo-kafka", NS)
     assert sts["metadata"]["ownerReferences"][0]["uid"] == kc["metadata"]["uid"]
     for kind, plural, name in (("v1", "configmaps", "demo-kafka-config"), ("v1", "services", "demo-kafka-brokers"),
@@ -79,7 +83,8 @@ def test_cluster_and_topic_from_the_examples(kit):
 
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-    bootstrap = f"{kit.pod_ip(NS, 'demo-kafka', 1)}:9092"
+    # In-cluster clients use the internal listener (the kit's pod addresses stand in for DNS).
+    bootstrap = f"{kit.pod_ip(NS, 'demo-kafka', 1)}:{INTERNAL_PORT}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         desc = admin.describe_topics(["orders"])[0]
@@ -130,7 +135,7 @@ def topic_ready(kit: Kit, name: str, generation: int | None = None):
 
 
 def bootstrap_of(kit: Kit, replicas: int = 3) -> str:
-    return ",".join(f"{kit.pod_ip(NS, 'demo-kafka', i)}:9092" for i in range(replicas))
+    return ",".join(f"{kit.pod_ip(NS, 'demo-kafka', i)}:{INTERNAL_PORT}" for i in range(replicas))
 
 
 def kafka_topics(bootstrap: str) -> dict[str, int]:

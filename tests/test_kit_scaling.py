@@ -29,7 +29,7 @@ import pytest
 from cluster import ContinuousProducer, check_acknowledged, metadata_request, read_partitions
 from conftest import rdkafka_conf
 from kit import OPERATOR_NS, Kit, wait_for
-from kitutil import KC, WatchRecorder, condition, load_example, operator_kit, operator_pod
+from kitutil import INTERNAL_PORT, KC, WatchRecorder, condition, load_example, operator_kit, operator_pod
 
 pytestmark = [pytest.mark.kit, pytest.mark.timeout(600)]
 
@@ -70,7 +70,7 @@ def pod_names(kit: Kit) -> set[str]:
 
 
 def broker_addr(kit: Kit, i: int) -> str:
-    return f"{kit.pod_ip(NS, STS, i)}:9092"
+    return f"{kit.pod_ip(NS, STS, i)}:{INTERNAL_PORT}"
 
 
 def bootstrap_of(kit: Kit, replicas: int = 3) -> str:

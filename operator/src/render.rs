@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::builders::build_all;
+use crate::builders::{build_all, external_services, ExternalAddresses};
 use crate::crd::KafkaCluster;
 use crate::validate::{new_cluster_id, validate_cluster, InvalidSpec};
 
@@ -83,7 +83,12 @@ pub fn render(input: &str, options: &RenderOptions) -> Result<String, RenderErro
                     source,
                 }
             })?;
-        let objects = build_all(&view);
+        // No Service exists here: nodePorts and load-balancer addresses are not known, so
+        // the brokers' files leave external listeners out (the operator fills them in).
+        for svc in external_services(&view) {
+            out.push_str(&document(&svc)?);
+        }
+        let objects = build_all(&view, &ExternalAddresses::default());
         out.push_str(&document(&objects.config_map)?);
         out.push_str(&document(&objects.headless_service)?);
         out.push_str(&document(&objects.bootstrap_service)?);

@@ -11,7 +11,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{KafkaCluster, PodTemplate, OPERATOR_OWNED_CONFIG_KEYS};
+use crate::crd::{
+    KafkaCluster, ListenerSpec, ListenerType, PodTemplate, OPERATOR_OWNED_CONFIG_KEYS,
+};
 
 /// Longest cluster name: pod names `<name>-kafka-<ordinal>` plus the StatefulSet's
 /// `controller-revision-hash` label value (`<name>-kafka-<10 chars>`) must fit in 63.
@@ -49,6 +51,186 @@ pub struct ValidatedCluster {
     pub pod_template: PodTemplate,
     /// Kafka cluster id.
     pub cluster_id: String,
+    /// The listeners (checked: exactly one internal, at most one forwarding, unique names
+    /// and ports), in spec order.
+    pub listeners: Vec<Listener>,
+}
+
+/// A checked listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Name in the resource, also the container and Service port name (`local`).
+    pub name: String,
+    /// Kafka's listener name: the name in upper case (`LOCAL`).
+    pub kafka_name: String,
+    /// Type.
+    pub type_: ListenerType,
+    /// Container port.
+    pub port: i32,
+    /// Forwarding: the address every broker advertises (`advertisedHost`, default
+    /// `localhost`, and `advertisedPort`, default `port`). Unused by the other types.
+    pub advertised_host: String,
+    /// See `advertised_host`.
+    pub advertised_port: i32,
+}
+
+impl ValidatedCluster {
+    /// The internal listener (validation guarantees exactly one).
+    pub fn internal_listener(&self) -> &Listener {
+        self.listeners
+            .iter()
+            .find(|l| l.type_ == ListenerType::Internal)
+            .expect("validated: one internal listener")
+    }
+
+    /// The forwarding listener, if any.
+    pub fn forwarding_listener(&self) -> Option<&Listener> {
+        self.listeners
+            .iter()
+            .find(|l| l.type_ == ListenerType::Forwarding)
+    }
+
+    /// The nodePort and loadBalancer listeners.
+    pub fn external_listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.listeners.iter().filter(|l| l.type_.is_external())
+    }
+}
+
+/// The listeners of a cluster without `spec.listeners`: `local` (forwarding, 9092) and
+/// `internal` (9093).
+pub fn default_listeners() -> Vec<ListenerSpec> {
+    vec![
+        ListenerSpec {
+            name: "local".into(),
+            type_: ListenerType::Forwarding,
+            port: 9092,
+            advertised_host: None,
+            advertised_port: None,
+        },
+        ListenerSpec {
+            name: "internal".into(),
+            type_: ListenerType::Internal,
+            port: 9093,
+            advertised_host: None,
+            advertised_port: None,
+        },
+    ]
+}
+
+/// Longest Kubernetes object name derived from a listener (Service names are DNS labels).
+const MAX_SERVICE_NAME_LEN: usize = 63;
+
+/// Check the listeners; problems are pushed to `problems`.
+fn validate_listeners(
+    cluster: &str,
+    replicas: i32,
+    specs: &[ListenerSpec],
+    problems: &mut Vec<String>,
+) -> Vec<Listener> {
+    use std::collections::BTreeSet;
+    let mut names = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    let count = |t: ListenerType| specs.iter().filter(|l| l.type_ == t).count();
+    if count(ListenerType::Internal) != 1 {
+        problems.push(format!(
+            "spec.listeners must have exactly one listener of type internal, found {}",
+            count(ListenerType::Internal)
+        ));
+    }
+    if count(ListenerType::Forwarding) > 1 {
+        problems.push(format!(
+            "spec.listeners may have at most one listener of type forwarding, found {}",
+            count(ListenerType::Forwarding)
+        ));
+    }
+    let max_ordinal_digits = (replicas.max(1) - 1).to_string().len();
+    for l in specs {
+        let name = &l.name;
+        if !is_port_name(name) {
+            problems.push(format!(
+                "listener name `{name}` must be 1-15 lowercase letters, digits and '-', starting with a letter, \
+                 not ending with '-' and without '--'"
+            ));
+        } else if name == "http" {
+            problems.push("listener name `http` is taken by the HTTP side port".to_string());
+        }
+        if !names.insert(name.clone()) {
+            problems.push(format!("listener name `{name}` is used twice"));
+        }
+        if !(1..=65535).contains(&l.port) {
+            problems.push(format!(
+                "listener `{name}`: port {} is not between 1 and 65535",
+                l.port
+            ));
+        } else if l.port == crate::builders::HTTP_PORT {
+            problems.push(format!(
+                "listener `{name}`: port {} is the HTTP side port",
+                l.port
+            ));
+        }
+        if !ports.insert(l.port) {
+            problems.push(format!("listener port {} is used twice", l.port));
+        }
+        if l.type_ != ListenerType::Forwarding
+            && (l.advertised_host.is_some() || l.advertised_port.is_some())
+        {
+            problems.push(format!(
+                "listener `{name}`: advertisedHost and advertisedPort apply to the forwarding listener only"
+            ));
+        }
+        if let Some(host) = &l.advertised_host {
+            if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == ',' || c == '/')
+            {
+                problems.push(format!(
+                    "listener `{name}`: advertisedHost `{host}` is not a host name or address"
+                ));
+            }
+        }
+        if let Some(port) = l.advertised_port {
+            if !(1..=65535).contains(&port) {
+                problems.push(format!(
+                    "listener `{name}`: advertisedPort {port} is not between 1 and 65535"
+                ));
+            }
+        }
+        if l.type_.is_external() {
+            // `<cluster>-kafka-<ordinal>-<listener>` and `<cluster>-kafka-<listener>-bootstrap`.
+            let per_broker = cluster.len() + "-kafka-".len() + max_ordinal_digits + 1 + name.len();
+            let bootstrap = cluster.len() + "-kafka-".len() + name.len() + "-bootstrap".len();
+            if per_broker.max(bootstrap) > MAX_SERVICE_NAME_LEN {
+                problems.push(format!(
+                    "listener `{name}`: its Service names (`{cluster}-kafka-<ordinal>-{name}`, \
+                     `{cluster}-kafka-{name}-bootstrap`) would be longer than {MAX_SERVICE_NAME_LEN} characters: \
+                     use a shorter listener or cluster name"
+                ));
+            }
+        }
+    }
+    specs
+        .iter()
+        .map(|l| Listener {
+            name: l.name.clone(),
+            kafka_name: l.name.to_ascii_uppercase(),
+            type_: l.type_,
+            port: l.port,
+            advertised_host: l
+                .advertised_host
+                .clone()
+                .unwrap_or_else(|| "localhost".to_string()),
+            advertised_port: l.advertised_port.unwrap_or(l.port),
+        })
+        .collect()
+}
+
+/// An IANA service name as Kubernetes wants for port names (lowercase here): 1-15
+/// characters, letters, digits and '-', a letter first, no '-' at the end, no '--'.
+fn is_port_name(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && !s.contains("--")
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// Check `cluster` and build its view. `default_image` is used when `spec.image` is unset;
@@ -119,6 +301,8 @@ pub fn validate_cluster(
             ));
         }
     }
+    let listener_specs = spec.listeners.clone().unwrap_or_else(default_listeners);
+    let listeners = validate_listeners(&name, spec.replicas, &listener_specs, &mut problems);
     if cluster_id.len() != 22 {
         problems.push(format!("cluster id `{cluster_id}` is not 22 characters"));
     }
@@ -136,6 +320,7 @@ pub fn validate_cluster(
             config: spec.config.clone(),
             pod_template: spec.pod_template.clone().unwrap_or_default(),
             cluster_id: cluster_id.to_string(),
+            listeners,
         }),
         _ => Err(InvalidSpec(problems)),
     }

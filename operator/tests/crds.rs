@@ -74,7 +74,7 @@ fn crds_carry_names_subresources_and_keep_annotation() {
                     scale.label_selector_path.as_deref(),
                     Some(".status.labelSelector")
                 );
-                assert_eq!(columns, ["Replicas", "Ready", "Status", "Age"]);
+                assert_eq!(columns, ["Replicas", "Ready", "Status", "Bootstrap", "Age"]);
             }
             "KafkaTopic" => {
                 assert_eq!(short, ["kt"]);
@@ -274,4 +274,93 @@ fn cluster_storage_is_immutable() {
         messages(validate_cel_update(&scaled, &old)),
         Vec::<String>::new()
     );
+}
+
+fn with_listeners(listeners: serde_json::Value) -> KafkaCluster {
+    cluster(json!({"replicas": 3, "storage": {"size": "1Gi"}, "listeners": listeners}))
+}
+
+#[test]
+fn cluster_listeners_accept_the_documented_shapes() {
+    for ok in [
+        json!([{"name": "internal", "type": "internal", "port": 9093}]),
+        json!([
+            {"name": "local", "type": "forwarding", "port": 9092, "advertisedHost": "localhost", "advertisedPort": 19092},
+            {"name": "internal", "type": "internal", "port": 9093},
+            {"name": "external", "type": "nodePort", "port": 9094},
+            {"name": "lb-1", "type": "loadBalancer", "port": 9095},
+        ]),
+    ] {
+        assert_eq!(
+            messages(validate_cel(&with_listeners(ok.clone()))),
+            Vec::<String>::new(),
+            "{ok}"
+        );
+    }
+}
+
+#[test]
+fn cluster_listeners_are_refused_by_the_api_server_rules() {
+    let cases = [
+        (
+            json!([{"name": "local", "type": "forwarding", "port": 9092}]),
+            "listeners must have exactly one listener of type internal",
+        ),
+        (
+            json!([
+                {"name": "a", "type": "internal", "port": 9093},
+                {"name": "b", "type": "internal", "port": 9094},
+            ]),
+            "listeners must have exactly one listener of type internal",
+        ),
+        (
+            json!([
+                {"name": "i", "type": "internal", "port": 9093},
+                {"name": "a", "type": "forwarding", "port": 9092},
+                {"name": "b", "type": "forwarding", "port": 9094},
+            ]),
+            "listeners may have at most one listener of type forwarding",
+        ),
+        (
+            json!([
+                {"name": "i", "type": "internal", "port": 9093},
+                {"name": "i", "type": "nodePort", "port": 9094},
+            ]),
+            "listener names must be unique",
+        ),
+        (
+            json!([
+                {"name": "i", "type": "internal", "port": 9093},
+                {"name": "e", "type": "nodePort", "port": 9093},
+            ]),
+            "listener ports must be unique",
+        ),
+        (
+            json!([{"name": "i", "type": "internal", "port": 9644}]),
+            "listener port 9644 is the HTTP side port",
+        ),
+        (
+            json!([{"name": "i", "type": "internal", "port": 70000}]),
+            "listener port must be between 1 and 65535",
+        ),
+        (
+            json!([{"name": "Internal", "type": "internal", "port": 9093}]),
+            "listener name must be lowercase letters, digits and '-', starting with a letter and not ending with '-' (no '--')",
+        ),
+        (
+            json!([{"name": "http", "type": "internal", "port": 9093}]),
+            "listener name `http` is taken by the HTTP side port",
+        ),
+        (
+            json!([{"name": "i", "type": "internal", "port": 9093, "advertisedPort": 1}]),
+            "advertisedHost and advertisedPort apply to the forwarding listener only",
+        ),
+    ];
+    for (listeners, expected) in cases {
+        let msgs = messages(validate_cel(&with_listeners(listeners.clone())));
+        assert!(
+            msgs.iter().any(|m| m == expected),
+            "{listeners}: {msgs:?} lacks {expected}"
+        );
+    }
 }

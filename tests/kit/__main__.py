@@ -64,7 +64,9 @@ sluice kit running
   kubectl get kc -w                      # until READY is 3 and STATUS is True
   kubectl get pods -o wide               # IP: the brokers' addresses
   kubectl apply -f examples/kafkatopic.yaml
-Brokers advertise their pod IPs: bootstrap from any pod IP, port 9092 (kubectl get pods -o wide).
+On the internal listener (port 9093) brokers advertise their pod IPs: bootstrap from any pod IP
+there (kubectl get pods -o wide). The forwarding listener (9092) advertises localhost:9092: relay
+a local port to a pod's 9092 (python -c 'from tests.relay import Relay ...') with advertisedPort.
 Faults: kill -9 $(cat $SLUICE_KIT_DIR/pods/default/demo-kafka-1/pid)   (the container restarts;
         kill -STOP / -CONT pause and resume it; kubectl delete pod replaces it)
 Exit the shell to stop everything.

@@ -54,6 +54,8 @@ from .process import set_pdeathsig
 log = logging.getLogger("kit.kubelet")
 
 NODE = "kit-node"
+# The Node's InternalIP and every pod's status.hostIP (the downward API's `status.hostIP`).
+NODE_IP = "127.0.0.1"
 PROVISIONER = "kit.sluice.dev/local-path"
 STORAGE_CLASS = "kit-local"
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -206,7 +208,10 @@ class PodRunner:
         for path, content in files:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(translate(content))
-        env = podspec.resolve_env(self.container, self.pod, lambda n: configmaps.get(n))
+        # The downward API sees the addresses this agent reports (the watched object may not
+        # carry them yet at the first start).
+        pod = {**self.pod, "status": {**(self.pod.get("status") or {}), "podIP": self.ip, "hostIP": NODE_IP}}
+        env = podspec.resolve_env(self.container, pod, lambda n: configmaps.get(n))
         env = {name: translate(value) for name, value in env.items()}
         env = {**extra_env, **env}
         command = self.container.get("command") or []
@@ -404,8 +409,8 @@ class PodRunner:
         cond = lambda t, s: {"type": t, "status": s, "lastProbeTime": None}  # noqa: E731
         return {
             "phase": "Running" if running else "Pending",
-            "podIP": self.ip, "podIPs": [{"ip": self.ip}], "hostIP": "127.0.0.1",
-            "hostIPs": [{"ip": "127.0.0.1"}], "startTime": self.started_at,
+            "podIP": self.ip, "podIPs": [{"ip": self.ip}], "hostIP": NODE_IP,
+            "hostIPs": [{"ip": NODE_IP}], "startTime": self.started_at,
             "conditions": [cond("PodScheduled", "True"), cond("Initialized", "True"),
                            cond("ContainersReady", ready), cond("Ready", ready)],
             "containerStatuses": [{
@@ -528,7 +533,7 @@ class Kubelet:
                            condition("MemoryPressure", "False", "KubeletHasSufficientMemory"),
                            condition("DiskPressure", "False", "KubeletHasNoDiskPressure"),
                            condition("PIDPressure", "False", "KubeletHasSufficientPID")],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
+            "addresses": [{"type": "InternalIP", "address": NODE_IP}, {"type": "Hostname", "address": NODE}],
             "nodeInfo": {"kubeletVersion": self.version, "kubeProxyVersion": "", "machineID": "", "systemUUID": "",
                          "bootID": "", "kernelVersion": os.uname().release, "osImage": "sluice kit",
                          "containerRuntimeVersion": "kit://processes", "operatingSystem": "linux",

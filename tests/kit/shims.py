@@ -17,9 +17,22 @@ ANNOTATION = "kafka.sluice.dev/bootstrap-servers"
 KC = "kafka.sluice.dev/v1alpha1"
 
 
+DEFAULT_INTERNAL_PORT = 9093
+
+
+def internal_port(kc: dict) -> int:
+    """The port of the cluster's internal listener (the operator's admin connection uses it):
+    from spec.listeners, else the operator's default."""
+    for listener in (kc.get("spec") or {}).get("listeners") or []:
+        if listener.get("type") == "internal":
+            return int(listener["port"])
+    return DEFAULT_INTERNAL_PORT
+
+
 async def bootstrap_annotations(kubelet, interval: float = 1.0):
-    """Forever: every KafkaCluster gets ANNOTATION = its StatefulSet's pod addresses (port 9092).
-    A cluster whose annotation someone else set to another value is left alone."""
+    """Forever: every KafkaCluster gets ANNOTATION = its StatefulSet's pod addresses on the
+    internal listener's port. A cluster whose annotation someone else set to another value is
+    left alone."""
     set_by_kit: dict[tuple, str] = {}
     while True:
         try:
@@ -32,7 +45,8 @@ async def bootstrap_annotations(kubelet, interval: float = 1.0):
                 if sts is None:
                     continue
                 replicas = max(1, int((sts.get("spec") or {}).get("replicas") or 1))
-                want = ",".join(f"{kubelet.pod_ip(meta['namespace'], sts['metadata']['name'] + '-' + str(i))}:9092"
+                port = internal_port(kc)
+                want = ",".join(f"{kubelet.pod_ip(meta['namespace'], sts['metadata']['name'] + '-' + str(i))}:{port}"
                                 for i in range(replicas))
                 have = (meta.get("annotations") or {}).get(ANNOTATION)
                 if have == want or (have is not None and have != set_by_kit.get(key)):

@@ -2,6 +2,7 @@
 //! No I/O here; every function is unit-tested field by field.
 
 mod config;
+mod listeners;
 mod pdb;
 mod services;
 mod statefulset;
@@ -16,12 +17,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::validate::ValidatedCluster;
 
 pub use config::{config_hash, server_properties};
+pub use listeners::{
+    external_bootstrap_service_name, external_service_name, external_services, load_balancer_host,
+    node_port, pod_config_file, pod_properties, service_address, ExternalAddresses, HOST_IP_ENV,
+    LISTENER_LABEL, POD_NAME_LABEL,
+};
 pub use pdb::pod_disruption_budget;
 pub use services::{bootstrap_service, headless_service};
 pub use statefulset::statefulset;
 
-/// Kafka port (container port name `kafka`).
-pub const KAFKA_PORT: i32 = 9092;
 /// HTTP side port: /metrics, /healthz, /readyz, internal RPC (name `http`).
 pub const HTTP_PORT: i32 = 9644;
 /// Where the data volume claim is mounted.
@@ -72,12 +76,15 @@ pub fn pod_name(cluster: &str, ordinal: i32) -> String {
     format!("{}-{ordinal}", statefulset_name(cluster))
 }
 
-/// `<cluster>-kafka-bootstrap.<namespace>.svc:9092`, what clients bootstrap from.
-pub fn bootstrap_servers(cluster: &str, namespace: &str) -> String {
-    format!(
-        "{}.{namespace}.svc:{KAFKA_PORT}",
-        bootstrap_service_name(cluster)
-    )
+/// `<cluster>-kafka-bootstrap.<namespace>.svc:<port>`, what in-cluster clients bootstrap
+/// from (`port`: the internal listener's).
+pub fn bootstrap_servers(cluster: &str, namespace: &str, port: i32) -> String {
+    format!("{}.{namespace}.svc:{port}", bootstrap_service_name(cluster))
+}
+
+/// The bootstrap address of `view`'s internal listener.
+pub fn internal_bootstrap_servers(view: &ValidatedCluster) -> String {
+    bootstrap_servers(&view.name, &view.namespace, view.internal_listener().port)
 }
 
 /// Labels selecting the broker pods of `cluster` (the StatefulSet selector, immutable).
@@ -119,7 +126,8 @@ fn metadata(view: &ValidatedCluster, name: String) -> ObjectMeta {
     }
 }
 
-/// Everything the operator applies for one cluster, in apply order.
+/// Everything the operator applies for one cluster, in apply order (after the external
+/// listeners' Services, [`external_services`], whose addresses the configuration needs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterObjects {
     /// Broker configuration.
@@ -134,12 +142,12 @@ pub struct ClusterObjects {
     pub pod_disruption_budget: PodDisruptionBudget,
 }
 
-/// Build every object for `view`.
-pub fn build_all(view: &ValidatedCluster) -> ClusterObjects {
+/// Build every object for `view`, the brokers advertising the `external` addresses.
+pub fn build_all(view: &ValidatedCluster, external: &ExternalAddresses) -> ClusterObjects {
     let properties = server_properties(view);
     let hash = config_hash(&properties);
     ClusterObjects {
-        config_map: config::config_map(view, properties),
+        config_map: config::config_map(view, properties, external),
         headless_service: headless_service(view),
         bootstrap_service: bootstrap_service(view),
         statefulset: statefulset(view, &hash),
@@ -178,9 +186,19 @@ mod tests {
         assert_eq!(config_map_name("demo"), "demo-kafka-config");
         assert_eq!(pod_name("demo", 2), "demo-kafka-2");
         assert_eq!(
-            bootstrap_servers("demo", "ns"),
-            "demo-kafka-bootstrap.ns.svc:9092"
+            bootstrap_servers("demo", "ns", 9093),
+            "demo-kafka-bootstrap.ns.svc:9093"
         );
+        assert_eq!(
+            internal_bootstrap_servers(&three_brokers()),
+            "demo-kafka-bootstrap.ns.svc:9093"
+        );
+        assert_eq!(external_service_name("demo", 2, "ext"), "demo-kafka-2-ext");
+        assert_eq!(
+            external_bootstrap_service_name("demo", "ext"),
+            "demo-kafka-ext-bootstrap"
+        );
+        assert_eq!(pod_config_file("demo-kafka-2"), "demo-kafka-2.properties");
         assert_eq!(
             label_selector("demo"),
             "app.kubernetes.io/instance=demo,app.kubernetes.io/name=sluice-broker"
@@ -190,7 +208,7 @@ mod tests {
     #[test]
     fn every_object_is_owned_labelled_and_namespaced() {
         let view = three_brokers();
-        let objects = build_all(&view);
+        let objects = build_all(&view, &ExternalAddresses::default());
         let metas = [
             &objects.config_map.metadata,
             &objects.headless_service.metadata,

@@ -3,9 +3,8 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{
-    bootstrap_service_name, headless_service_name, metadata, selector_labels, HTTP_PORT, KAFKA_PORT,
-};
+use super::{bootstrap_service_name, headless_service_name, metadata, selector_labels, HTTP_PORT};
+use crate::crd::ListenerType;
 use crate::validate::ValidatedCluster;
 
 fn port(name: &str, number: i32) -> ServicePort {
@@ -27,21 +26,35 @@ pub fn headless_service(view: &ValidatedCluster) -> Service {
             cluster_ip: Some("None".to_string()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(&view.name)),
-            ports: Some(vec![port("kafka", KAFKA_PORT), port("http", HTTP_PORT)]),
+            ports: Some(
+                view.listeners
+                    .iter()
+                    .map(|l| port(&l.name, l.port))
+                    .chain([port("http", HTTP_PORT)])
+                    .collect(),
+            ),
             ..Default::default()
         }),
         ..Default::default()
     }
 }
 
-/// `<cluster>-kafka-bootstrap`: a ClusterIP Service over the ready brokers' Kafka port.
+/// `<cluster>-kafka-bootstrap`: a ClusterIP Service over the ready brokers' in-cluster
+/// listener ports, the forwarding listener's first (what `kubectl port-forward
+/// svc/<cluster>-kafka-bootstrap 9092` picks), then the internal one.
 pub fn bootstrap_service(view: &ValidatedCluster) -> Service {
+    let mut listeners: Vec<_> = view
+        .listeners
+        .iter()
+        .filter(|l| !l.type_.is_external())
+        .collect();
+    listeners.sort_by_key(|l| l.type_ != ListenerType::Forwarding);
     Service {
         metadata: metadata(view, bootstrap_service_name(&view.name)),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_string()),
             selector: Some(selector_labels(&view.name)),
-            ports: Some(vec![port("kafka", KAFKA_PORT)]),
+            ports: Some(listeners.iter().map(|l| port(&l.name, l.port)).collect()),
             ..Default::default()
         }),
         ..Default::default()
@@ -50,8 +63,10 @@ pub fn bootstrap_service(view: &ValidatedCluster) -> Service {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
-    use crate::builders::test_support::three_brokers;
+    use crate::builders::test_support::{three_brokers, view};
 
     #[test]
     fn headless_service_publishes_not_ready_brokers() {
@@ -61,19 +76,20 @@ mod tests {
         assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
         assert_eq!(spec.publish_not_ready_addresses, Some(true));
         assert_eq!(spec.selector, Some(selector_labels("demo")));
-        let ports = spec.ports.expect("ports");
-        assert_eq!(ports.len(), 2);
+        let ports: Vec<_> = spec
+            .ports
+            .expect("ports")
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port, p.target_port.unwrap()))
+            .collect();
+        let named = |n: &str, p| (n.to_string(), p, IntOrString::String(n.into()));
         assert_eq!(
-            (ports[0].name.as_deref(), ports[0].port),
-            (Some("kafka"), 9092)
-        );
-        assert_eq!(
-            ports[0].target_port,
-            Some(IntOrString::String("kafka".into()))
-        );
-        assert_eq!(
-            (ports[1].name.as_deref(), ports[1].port),
-            (Some("http"), 9644)
+            ports,
+            [
+                named("local", 9092),
+                named("internal", 9093),
+                named("http", 9644)
+            ]
         );
     }
 
@@ -86,11 +102,48 @@ mod tests {
         assert_eq!(spec.cluster_ip, None);
         assert_eq!(spec.publish_not_ready_addresses, None);
         assert_eq!(spec.selector, Some(selector_labels("demo")));
-        let ports = spec.ports.expect("ports");
-        assert_eq!(ports.len(), 1);
+        let ports: Vec<_> = spec
+            .ports
+            .expect("ports")
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port))
+            .collect();
         assert_eq!(
-            (ports[0].name.as_deref(), ports[0].port),
-            (Some("kafka"), 9092)
+            ports,
+            [("local".to_string(), 9092), ("internal".to_string(), 9093)]
+        );
+    }
+
+    #[test]
+    fn bootstrap_puts_forwarding_first_and_leaves_external_listeners_out() {
+        let v = view(
+            json!({"replicas": 3, "storage": {"size": "1Gi"}, "listeners": [
+                {"name": "internal", "type": "internal", "port": 9092},
+                {"name": "external", "type": "nodePort", "port": 9094},
+                {"name": "pf", "type": "forwarding", "port": 9095},
+            ]}),
+        );
+        let ports = |svc: Service| -> Vec<(String, i32)> {
+            svc.spec
+                .unwrap()
+                .ports
+                .unwrap()
+                .into_iter()
+                .map(|p| (p.name.unwrap(), p.port))
+                .collect()
+        };
+        assert_eq!(
+            ports(bootstrap_service(&v)),
+            [("pf".to_string(), 9095), ("internal".to_string(), 9092)]
+        );
+        assert_eq!(
+            ports(headless_service(&v)),
+            [
+                ("internal".to_string(), 9092),
+                ("external".to_string(), 9094),
+                ("pf".to_string(), 9095),
+                ("http".to_string(), 9644)
+            ]
         );
     }
 }

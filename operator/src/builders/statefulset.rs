@@ -17,9 +17,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
     config_map_name, headless_service_name, labels, metadata, selector_labels, statefulset_name,
-    BROKER_UID, CONFIG_FILE, CONFIG_HASH_ANNOTATION, CONFIG_MOUNT, DATA_MOUNT, HTTP_PORT,
-    KAFKA_PORT, TERMINATION_GRACE_SECONDS,
+    BROKER_UID, CONFIG_FILE, CONFIG_HASH_ANNOTATION, CONFIG_MOUNT, DATA_MOUNT, HOST_IP_ENV,
+    HTTP_PORT, TERMINATION_GRACE_SECONDS,
 };
+use crate::crd::ListenerType;
 use crate::validate::ValidatedCluster;
 
 /// Name of the broker container.
@@ -49,15 +50,17 @@ fn value_env(name: &str, value: String) -> EnvVar {
     }
 }
 
-/// Per-pod settings: identity from the downward API, advertised addresses from the pod's
-/// stable DNS name under the headless Service. `$(VAR)` references need the variable
-/// defined earlier in the list.
+/// Per-pod settings: identity from the downward API, the HTTP side port's advertised address
+/// from the pod's stable DNS name under the headless Service (the Kafka listeners' advertised
+/// addresses are in `<pod>.properties`), and with a nodePort listener the node's IP, which
+/// that file refers to as `${env:HOST_IP}`. `$(VAR)` references need the variable defined
+/// earlier in the list.
 fn env(view: &ValidatedCluster) -> Vec<EnvVar> {
     let host = format!(
         "$(POD_NAME).{}.$(POD_NAMESPACE).svc",
         headless_service_name(&view.name)
     );
-    vec![
+    let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env(
@@ -65,14 +68,27 @@ fn env(view: &ValidatedCluster) -> Vec<EnvVar> {
             "metadata.labels['apps.kubernetes.io/pod-index']",
         ),
         value_env(
-            "SLUICE_ADVERTISED_LISTENERS",
-            format!("{host}:{KAFKA_PORT}"),
-        ),
-        value_env(
             "SLUICE_ADVERTISED_HTTP_LISTENER",
             format!("{host}:{HTTP_PORT}"),
         ),
-    ]
+    ];
+    if view
+        .listeners
+        .iter()
+        .any(|l| l.type_ == ListenerType::NodePort)
+    {
+        env.push(field_env(HOST_IP_ENV, "status.hostIP"));
+    }
+    env
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        protocol: Some("TCP".to_string()),
+        ..Default::default()
+    }
 }
 
 fn http_probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
@@ -96,24 +112,21 @@ fn container(view: &ValidatedCluster) -> Container {
         image: Some(view.image.clone()),
         image_pull_policy: Some("IfNotPresent".to_string()),
         command: Some(vec!["sluice-broker".to_string()]),
+        // The shared file, then the broker's own (later files win); Kubernetes expands
+        // $(POD_NAME).
         args: Some(vec![
             "--config".to_string(),
             format!("{CONFIG_MOUNT}/{CONFIG_FILE}"),
+            "--config".to_string(),
+            format!("{CONFIG_MOUNT}/$(POD_NAME).properties"),
         ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("kafka".to_string()),
-                container_port: KAFKA_PORT,
-                protocol: Some("TCP".to_string()),
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("http".to_string()),
-                container_port: HTTP_PORT,
-                protocol: Some("TCP".to_string()),
-                ..Default::default()
-            },
-        ]),
+        ports: Some(
+            view.listeners
+                .iter()
+                .map(|l| container_port(&l.name, l.port))
+                .chain([container_port("http", HTTP_PORT)])
+                .collect(),
+        ),
         env: Some(env(view)),
         resources: view.resources.clone(),
         // Log recovery after an unclean stop may take a while: the startup probe gives
@@ -374,7 +387,9 @@ mod tests {
             c.args,
             Some(vec![
                 "--config".to_string(),
-                "/etc/sluice/server.properties".to_string()
+                "/etc/sluice/server.properties".to_string(),
+                "--config".to_string(),
+                "/etc/sluice/$(POD_NAME).properties".to_string()
             ])
         );
         let ports: Vec<_> = c
@@ -383,7 +398,7 @@ mod tests {
             .flatten()
             .map(|p| (p.name.as_deref().unwrap_or(""), p.container_port))
             .collect();
-        assert_eq!(ports, [("kafka", 9092), ("http", 9644)]);
+        assert_eq!(ports, [("local", 9092), ("internal", 9093), ("http", 9644)]);
         let mounts: Vec<_> = c
             .volume_mounts
             .iter()
@@ -417,7 +432,6 @@ mod tests {
                 "POD_NAME",
                 "POD_NAMESPACE",
                 "SLUICE_NODE_ID",
-                "SLUICE_ADVERTISED_LISTENERS",
                 "SLUICE_ADVERTISED_HTTP_LISTENER"
             ],
             "POD_NAME and POD_NAMESPACE come before the values referencing them"
@@ -440,12 +454,41 @@ mod tests {
             Some("metadata.labels['apps.kubernetes.io/pod-index']")
         );
         assert_eq!(
-            env["SLUICE_ADVERTISED_LISTENERS"].value.as_deref(),
-            Some("$(POD_NAME).demo-kafka-brokers.$(POD_NAMESPACE).svc:9092")
-        );
-        assert_eq!(
             env["SLUICE_ADVERTISED_HTTP_LISTENER"].value.as_deref(),
             Some("$(POD_NAME).demo-kafka-brokers.$(POD_NAMESPACE).svc:9644")
+        );
+    }
+
+    #[test]
+    fn a_node_port_listener_gets_the_node_ip() {
+        let v = view(
+            json!({"replicas": 3, "storage": {"size": "1Gi"}, "listeners": [
+                {"name": "internal", "type": "internal", "port": 9093},
+                {"name": "external", "type": "nodePort", "port": 9094},
+            ]}),
+        );
+        let sts = statefulset(&v, "h");
+        let c = &pod(&sts).containers[0];
+        let env = env_map(c);
+        let host_ip = env["HOST_IP"]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(host_ip, Some("status.hostIP"));
+        let ports: Vec<_> = c
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref().unwrap_or(""), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("internal", 9093), ("external", 9094), ("http", 9644)]
+        );
+        assert!(
+            !env_map(&pod(&statefulset(&three_brokers(), "h")).containers[0])
+                .contains_key("HOST_IP")
         );
     }
 

@@ -8,12 +8,16 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Broker config keys the operator sets itself; `spec.config` may not name them.
 pub const OPERATOR_OWNED_CONFIG_KEYS: &[&str] = &[
     "listeners",
     "advertised.listeners",
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
+    "forwarding.listener.names",
     "http.listener",
     "advertised.http.listener",
     "log.dirs",
@@ -65,6 +69,12 @@ pub const OPERATOR_OWNED_CONFIG_KEYS: &[&str] = &[
         description = "Ready condition"
     ),
     printcolumn(
+        name = "Bootstrap",
+        type_ = "string",
+        json_path = ".status.listeners[0].bootstrapServers",
+        description = "Bootstrap address of the first listener (the forwarding one when there is one)"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -93,9 +103,24 @@ pub struct KafkaClusterSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 512))]
     #[x_kube(validation = Rule::new(
-        "['listeners', 'advertised.listeners', 'http.listener', 'advertised.http.listener', 'log.dirs', 'node.id', 'cluster.id', 'controller.quorum.bootstrap.servers'].all(k, !(k in self))"
-    ).message("config may not set listeners, advertised.listeners, http.listener, advertised.http.listener, log.dirs, node.id, cluster.id or controller.quorum.bootstrap.servers: the operator sets them"))]
+        "['listeners', 'advertised.listeners', 'listener.security.protocol.map', 'inter.broker.listener.name', 'forwarding.listener.names', 'http.listener', 'advertised.http.listener', 'log.dirs', 'node.id', 'cluster.id', 'controller.quorum.bootstrap.servers'].all(k, !(k in self))"
+    ).message("config may not set listeners, advertised.listeners, listener.security.protocol.map, inter.broker.listener.name, forwarding.listener.names (use spec.listeners), http.listener, advertised.http.listener, log.dirs, node.id, cluster.id or controller.quorum.bootstrap.servers: the operator sets them"))]
     pub config: BTreeMap<String, String>,
+
+    /// Kafka listeners: how clients and brokers reach the brokers. Unset: a forwarding
+    /// listener `local` on 9092 (every broker advertises `localhost:9092` and forwards what it
+    /// does not own, so `kubectl port-forward svc/<name>-kafka-bootstrap 9092` serves the whole
+    /// cluster) and the internal listener `internal` on 9093 (in-cluster clients, replication,
+    /// the operator). Exactly one `internal` listener, at most one `forwarding`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 8))]
+    #[x_kube(
+        validation = Rule::new("self.exists_one(l, l.type == 'internal')").message("listeners must have exactly one listener of type internal"),
+        validation = Rule::new("self.filter(l, l.type == 'forwarding').size() <= 1").message("listeners may have at most one listener of type forwarding"),
+        validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("listener names must be unique"),
+        validation = Rule::new("self.all(a, self.exists_one(b, b.port == a.port))").message("listener ports must be unique")
+    )]
+    pub listeners: Option<Vec<ListenerSpec>>,
 
     /// Extra settings for the broker pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +129,78 @@ pub struct KafkaClusterSpec {
     /// Stop reconciling (nothing is changed or deleted) until set back to false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+}
+
+/// One Kafka listener (a port every broker serves, with the addresses it advertises there).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.type == 'forwarding' || (!has(self.advertisedHost) && !has(self.advertisedPort))"
+).message("advertisedHost and advertisedPort apply to the forwarding listener only"))]
+pub struct ListenerSpec {
+    /// Listener name: lowercase letters, digits and '-' (a port name, at most 15 characters).
+    /// Kafka's listener name is the name in upper case (`local` -> `LOCAL`).
+    #[schemars(length(min = 1, max = 15))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^[a-z]([a-z0-9-]*[a-z0-9])?$') && !self.contains('--')").message("listener name must be lowercase letters, digits and '-', starting with a letter and not ending with '-' (no '--')"),
+        validation = Rule::new("self != 'http'").message("listener name `http` is taken by the HTTP side port")
+    )]
+    pub name: String,
+    /// `internal` (in-cluster clients, replication and the operator; exactly one),
+    /// `forwarding` (every broker advertises the same address and forwards what it does not
+    /// own: the `kubectl port-forward` listener), `nodePort` or `loadBalancer` (external access
+    /// through a Service per broker plus a bootstrap Service).
+    #[serde(rename = "type")]
+    pub type_: ListenerType,
+    /// Container port (on every broker). Not 9644, the HTTP side port.
+    #[x_kube(
+        validation = Rule::new("self >= 1 && self <= 65535").message("listener port must be between 1 and 65535"),
+        validation = Rule::new("self != 9644").message("listener port 9644 is the HTTP side port")
+    )]
+    pub port: i32,
+    /// Forwarding only: the host every broker advertises (default `localhost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub advertised_host: Option<String>,
+    /// Forwarding only: the port every broker advertises (default: `port`), e.g. the local
+    /// port of a `kubectl port-forward` that is not the same as the container port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("advertisedPort must be between 1 and 65535"))]
+    pub advertised_port: Option<i32>,
+}
+
+/// Kind of listener.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum ListenerType {
+    /// In-cluster clients, inter-broker traffic and the operator: each broker advertises its
+    /// stable DNS name under the headless Service.
+    Internal,
+    /// Every broker advertises the same address and forwards requests it cannot serve.
+    Forwarding,
+    /// A NodePort Service per broker; brokers advertise their node's IP and their nodePort.
+    NodePort,
+    /// A LoadBalancer Service per broker; brokers advertise its ingress address.
+    LoadBalancer,
+}
+
+impl ListenerType {
+    /// The name used in the resource (`nodePort`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerType::Internal => "internal",
+            ListenerType::Forwarding => "forwarding",
+            ListenerType::NodePort => "nodePort",
+            ListenerType::LoadBalancer => "loadBalancer",
+        }
+    }
+
+    /// Reached from outside the cluster through Services of its own.
+    pub fn is_external(self) -> bool {
+        matches!(self, ListenerType::NodePort | ListenerType::LoadBalancer)
+    }
 }
 
 /// Storage of each broker.
@@ -174,9 +271,13 @@ pub struct KafkaClusterStatus {
     /// Kafka cluster id: generated once, never changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
-    /// `host:port` of the bootstrap Service.
+    /// `host:port` of the bootstrap Service on the internal listener (in-cluster clients).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap_servers: Option<String>,
+    /// Every listener with the address its clients bootstrap from; the forwarding listener
+    /// first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerStatus>,
     /// One entry per broker ordinal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brokers: Vec<BrokerStatus>,
@@ -186,6 +287,24 @@ pub struct KafkaClusterStatus {
     /// The multi-step operation in progress, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<Operation>,
+}
+
+/// A listener and where its clients bootstrap from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    /// Listener name.
+    pub name: String,
+    /// Listener type.
+    #[serde(rename = "type")]
+    pub type_: ListenerType,
+    /// `host:port[,host:port...]` to bootstrap from (absent while unknown, e.g. a load
+    /// balancer without an address yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+    /// Why there is no address yet, when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One broker.

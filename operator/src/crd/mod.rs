@@ -10,8 +10,8 @@ mod generate;
 mod topic;
 
 pub use cluster::{
-    BrokerStatus, KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, Operation, PartitionHealth,
-    PodTemplate, StorageSpec, OPERATOR_OWNED_CONFIG_KEYS,
+    BrokerStatus, KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, ListenerSpec, ListenerStatus,
+    ListenerType, Operation, PartitionHealth, PodTemplate, StorageSpec, OPERATOR_OWNED_CONFIG_KEYS,
 };
 pub use conditions::{condition, merge_conditions, ConditionStatus};
 pub use generate::{crd_files, crds, crds_yaml, CrdFile, CRD_DIRS};

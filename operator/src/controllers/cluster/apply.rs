@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
@@ -14,6 +15,37 @@ use crate::builders::ClusterObjects;
 use crate::controllers::{apply, Context, Error};
 use crate::crd::KafkaCluster;
 use crate::kafka::KafkaAdmin;
+
+/// Apply the external listeners' Services and delete those of `existing` no longer wanted
+/// (a removed listener, a removed broker); returns the Services as stored (allocated
+/// nodePorts, load-balancer status).
+pub(super) async fn apply_external_services(
+    ctx: &Context,
+    namespace: &str,
+    wanted: &[Service],
+    existing: &[Service],
+) -> Result<Vec<Service>, Error> {
+    let api = Api::<Service>::namespaced(ctx.client.clone(), namespace);
+    let mut stored = Vec::with_capacity(wanted.len());
+    for svc in wanted {
+        stored.push(apply(&api, svc).await?);
+    }
+    for old in existing {
+        let name = old.name_any();
+        if wanted
+            .iter()
+            .any(|w| w.metadata.name.as_deref() == Some(&name))
+        {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => info!(service = %name, "listener Service no longer wanted: deleted"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::kube(format!("delete Service {name}"))(e)),
+        }
+    }
+    Ok(stored)
+}
 
 /// Apply every object in order; returns the StatefulSet as stored.
 pub(super) async fn apply_objects(

@@ -19,15 +19,20 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::{info_span, warn, Span};
 
-use self::apply::{apply_objects, carry_out};
+use self::apply::{apply_external_services, apply_objects, carry_out};
 use self::observe::{cluster_id, observe, Observed};
 use self::report::{publish_changes, report_failure, report_paused};
 use self::scaling::{ScalingInput, ScalingPlan};
-use self::status::{cluster_status, condition_true, partition_health, Observation, READY};
+use self::status::{
+    cluster_status, condition_true, listener_statuses, partition_health, Observation, READY,
+};
 use super::reconcile::Reconciled;
 use super::{apply_status, Context, Error, Settings};
+use k8s_openapi::api::core::v1::Service;
+
 use crate::builders::{
-    bootstrap_servers, build_all, label_selector, statefulset_name, ClusterObjects,
+    build_all, external_services, internal_bootstrap_servers, label_selector, statefulset_name,
+    ClusterObjects, ExternalAddresses,
 };
 use crate::crd::{KafkaCluster, KafkaClusterStatus};
 use crate::validate::{validate_cluster, ValidatedCluster};
@@ -91,9 +96,33 @@ async fn reconcile_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, E
             return Ok(Action::await_change());
         }
     };
-    let observed = observe(kc, ctx).await?;
+    let observed = observe(kc, &spec, ctx).await?;
     let mut scaling = plan_scaling(kc, &spec, &observed, &ctx.settings, Timestamp::now());
-    let objects = build_objects(spec, &scaling);
+    // The external listeners' Services first: the brokers advertise the nodePorts and
+    // load-balancer addresses they get.
+    let planned = with_replicas(&spec, scaling.statefulset_replicas);
+    let applied = apply_external_services(
+        ctx,
+        &namespace,
+        &external_services(&planned),
+        &observed.external_services,
+    )
+    .await;
+    let stored_services = match applied {
+        Ok(services) => services,
+        Err(e) if e.stands_down() => return Err(e),
+        Err(e) => {
+            report_failure(ctx, &api, kc, "ApplyFailed", "Apply", e.to_string()).await?;
+            return Err(e);
+        }
+    };
+    let addresses = ExternalAddresses::from_services(&planned, &stored_services);
+    scaling.statefulset_replicas = startable_brokers(
+        scaling.statefulset_replicas,
+        addresses.addressable_brokers(&planned),
+        observed.running_replicas,
+    );
+    let objects = build_objects(&spec, &scaling, &addresses);
     let statefulset = match apply_objects(ctx, &namespace, &objects).await {
         Ok(sts) => sts,
         Err(e) if e.stands_down() => return Err(e),
@@ -107,10 +136,11 @@ async fn reconcile_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, E
     }
     let new_status = observed_status(
         kc,
+        &planned,
         &observed,
         &scaling,
         &statefulset,
-        &cluster_id,
+        &stored_services,
         Timestamp::now(),
     );
     apply_status(&api, kc, &new_status).await?;
@@ -159,23 +189,49 @@ fn pod_ordinal(statefulset: &str, pod: &str) -> Option<i32> {
         .ok()
 }
 
-/// The objects to apply: the spec's, with as many brokers as the scaling step allows
-/// (pure).
-fn build_objects(mut spec: ValidatedCluster, scaling: &ScalingPlan) -> ClusterObjects {
-    spec.replicas = scaling.statefulset_replicas;
-    build_all(&spec)
+/// `spec` with `replicas` brokers (pure).
+fn with_replicas(spec: &ValidatedCluster, replicas: i32) -> ValidatedCluster {
+    ValidatedCluster {
+        replicas,
+        ..spec.clone()
+    }
 }
 
-/// The status after a successful apply (pure).
+/// How many brokers the StatefulSet may run (pure): the scaling step's count, but a broker
+/// whose external address is not known yet (a load balancer without an address) does not
+/// start, so it never advertises a wrong one. Brokers already running are not stopped for
+/// that.
+fn startable_brokers(planned: i32, addressable: i32, running: Option<i32>) -> i32 {
+    planned.min(addressable.max(running.unwrap_or(0)))
+}
+
+/// The objects to apply: the spec's, with as many brokers as the scaling step allows,
+/// advertising `addresses` (pure).
+fn build_objects(
+    spec: &ValidatedCluster,
+    scaling: &ScalingPlan,
+    addresses: &ExternalAddresses,
+) -> ClusterObjects {
+    build_all(
+        &with_replicas(spec, scaling.statefulset_replicas),
+        addresses,
+    )
+}
+
+/// The status after a successful apply (pure). `planned`: the spec with the brokers the
+/// scaling step plans; `services`: the external listeners' Services as stored.
 fn observed_status(
     kc: &KafkaCluster,
+    planned: &ValidatedCluster,
     observed: &Observed,
     scaling: &ScalingPlan,
     statefulset: &StatefulSet,
-    cluster_id: &str,
+    services: &[Service],
     now: Timestamp,
 ) -> KafkaClusterStatus {
     let name = kc.name_any();
+    let (listeners, pending_addresses) =
+        listener_statuses(planned, planned.replicas, services, &observed.pods);
     let observation = Observation {
         name: &name,
         generation: kc.metadata.generation,
@@ -187,9 +243,11 @@ fn observed_status(
             .as_ref()
             .map(|k| partition_health(&k.metadata)),
         scaling,
-        cluster_id,
-        bootstrap_servers: bootstrap_servers(&name, &kc.namespace().unwrap_or_default()),
+        cluster_id: &planned.cluster_id,
+        bootstrap_servers: internal_bootstrap_servers(planned),
         label_selector: label_selector(&name),
+        listeners,
+        pending_addresses,
     };
     cluster_status(&observation, kc.status.as_ref(), now)
 }

@@ -5,20 +5,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use sluice_client::ClusterMetadata;
 use tracing::{debug, info};
 
 use crate::builders::{
-    bootstrap_servers, config_map_name, label_selector, statefulset_name, CONFIG_FILE,
+    config_map_name, internal_bootstrap_servers, label_selector, statefulset_name, CONFIG_FILE,
+    LISTENER_LABEL,
 };
 use crate::controllers::{apply_status, Context, Error, BOOTSTRAP_OVERRIDE_ANNOTATION};
 use crate::crd::{KafkaCluster, KafkaClusterStatus};
 use crate::kafka::KafkaAdmin;
 use crate::placement::ObservedLayout;
-use crate::validate::new_cluster_id;
+use crate::validate::{new_cluster_id, ValidatedCluster};
 
 /// Longest wait for the cluster's metadata during a reconcile.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +64,8 @@ pub(super) struct Observed {
     pub pods: Vec<Pod>,
     /// What the brokers report, when a broker is ready and answered in time.
     pub kafka: Option<KafkaState>,
+    /// The external listeners' Services that exist (to remove those no longer wanted).
+    pub external_services: Vec<Service>,
 }
 
 /// What the brokers report, and the connection to act on them.
@@ -75,8 +78,13 @@ pub(super) struct KafkaState {
     pub layout: ObservedLayout,
 }
 
-/// Read the StatefulSet, the brokers (only once one is ready) and the broker pods.
-pub(super) async fn observe(kc: &KafkaCluster, ctx: &Context) -> Result<Observed, Error> {
+/// Read the StatefulSet, the brokers (only once one is ready, through the internal
+/// listener), the broker pods and the external listeners' Services.
+pub(super) async fn observe(
+    kc: &KafkaCluster,
+    spec: &ValidatedCluster,
+    ctx: &Context,
+) -> Result<Observed, Error> {
     let name = kc.name_any();
     let namespace = kc.namespace().unwrap_or_default();
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -99,7 +107,7 @@ pub(super) async fn observe(kc: &KafkaCluster, ctx: &Context) -> Result<Observed
         .annotations()
         .get(BOOTSTRAP_OVERRIDE_ANNOTATION)
         .cloned()
-        .unwrap_or_else(|| bootstrap_servers(&name, &namespace));
+        .unwrap_or_else(|| internal_bootstrap_servers(spec));
     let kafka = if any_ready {
         read_cluster(ctx, &admin_bootstrap).await
     } else {
@@ -111,10 +119,19 @@ pub(super) async fn observe(kc: &KafkaCluster, ctx: &Context) -> Result<Observed
         .await
         .map_err(Error::kube("list broker pods"))?
         .items;
+    let services_api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    let external_services = services_api
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={name},{LISTENER_LABEL}"
+        )))
+        .await
+        .map_err(Error::kube("list listener Services"))?
+        .items;
     Ok(Observed {
         running_replicas,
         pods,
         kafka,
+        external_services,
     })
 }
 

@@ -3,16 +3,21 @@
 //! `scaling.rs`).
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use sluice_client::ClusterMetadata;
 
 use super::scaling::{self, ScalingPlan};
-use crate::builders::pod_name;
-use crate::crd::{
-    condition, merge_conditions, BrokerStatus, ConditionStatus, KafkaClusterStatus, PartitionHealth,
+use crate::builders::{
+    bootstrap_servers, external_bootstrap_service_name, external_service_name, load_balancer_host,
+    node_port, pod_name,
 };
+use crate::crd::{
+    condition, merge_conditions, BrokerStatus, ConditionStatus, KafkaClusterStatus, ListenerStatus,
+    ListenerType, PartitionHealth,
+};
+use crate::validate::ValidatedCluster;
 
 /// Condition types.
 pub const READY: &str = "Ready";
@@ -71,6 +76,97 @@ fn pod_ready(pod: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Where each listener's clients bootstrap from, the forwarding listener first, and the
+/// load-balancer Services still without an address (per broker ones for ordinals
+/// `0..brokers`). `services`: the external listeners' Services as stored; `pods`: the broker
+/// pods (a nodePort listener bootstraps from the nodes they run on).
+pub fn listener_statuses(
+    view: &ValidatedCluster,
+    brokers: i32,
+    services: &[Service],
+    pods: &[Pod],
+) -> (Vec<ListenerStatus>, Vec<String>) {
+    let find = |name: &str| {
+        services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+    };
+    let mut pending = Vec::new();
+    let mut out: Vec<ListenerStatus> = view
+        .listeners
+        .iter()
+        .map(|l| {
+            let bootstrap_name = external_bootstrap_service_name(&view.name, &l.name);
+            let (address, message) = match l.type_ {
+                ListenerType::Forwarding => (
+                    Some(format!("{}:{}", l.advertised_host, l.advertised_port)),
+                    None,
+                ),
+                ListenerType::Internal => (
+                    Some(bootstrap_servers(&view.name, &view.namespace, l.port)),
+                    None,
+                ),
+                ListenerType::NodePort => {
+                    let mut hosts: Vec<&str> = pods
+                        .iter()
+                        .filter_map(|p| p.status.as_ref()?.host_ip.as_deref())
+                        .filter(|h| !h.is_empty())
+                        .collect();
+                    hosts.sort_unstable();
+                    hosts.dedup();
+                    match (find(&bootstrap_name).and_then(node_port), hosts.is_empty()) {
+                        (Some(port), false) => (
+                            Some(
+                                hosts
+                                    .iter()
+                                    .map(|h| format!("{h}:{port}"))
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            ),
+                            None,
+                        ),
+                        (None, _) => (
+                            None,
+                            Some(format!("Service {bootstrap_name} has no nodePort yet")),
+                        ),
+                        (Some(_), true) => (None, Some("no broker runs on a node yet".to_string())),
+                    }
+                }
+                ListenerType::LoadBalancer => {
+                    for ordinal in 0..brokers.max(0) {
+                        let name = external_service_name(&view.name, ordinal, &l.name);
+                        if find(&name).and_then(load_balancer_host).is_none() {
+                            pending.push(name);
+                        }
+                    }
+                    match find(&bootstrap_name).and_then(load_balancer_host) {
+                        Some(host) => (Some(format!("{host}:{}", l.port)), None),
+                        None => {
+                            pending.push(bootstrap_name.clone());
+                            (
+                                None,
+                                Some(format!(
+                                    "waiting for the load balancer of Service {bootstrap_name}"
+                                )),
+                            )
+                        }
+                    }
+                }
+            };
+            ListenerStatus {
+                name: l.name.clone(),
+                type_: l.type_,
+                bootstrap_servers: address,
+                message,
+            }
+        })
+        .collect();
+    // Stable: the forwarding listener first (the printer column shows the first), the rest
+    // in spec order.
+    out.sort_by_key(|l| l.type_ != ListenerType::Forwarding);
+    (out, pending)
+}
+
 /// What a reconcile observed, for [`cluster_status`].
 #[derive(Debug, Clone)]
 pub struct Observation<'a> {
@@ -94,6 +190,10 @@ pub struct Observation<'a> {
     pub bootstrap_servers: String,
     /// `status.labelSelector`.
     pub label_selector: String,
+    /// `status.listeners`.
+    pub listeners: Vec<ListenerStatus>,
+    /// Load-balancer Services without an address yet (brokers that need one wait).
+    pub pending_addresses: Vec<String>,
 }
 
 /// Whether the StatefulSet controller has caught up with the last applied spec and every
@@ -132,12 +232,25 @@ pub fn cluster_status(
     let gen = obs.generation;
     let c = |t: &str, s: ConditionStatus, r: &str, m: String| condition(t, s, r, m, gen, now);
 
+    let waiting = (!obs.pending_addresses.is_empty()).then(|| {
+        format!(
+            "waiting for load-balancer addresses: {}",
+            obs.pending_addresses.join(", ")
+        )
+    });
     let ready_cond = if obs.desired_replicas == 0 && applied == 0 {
         c(
             READY,
             ConditionStatus::False,
             "ScaledToZero",
             "spec.replicas is 0: no brokers run".into(),
+        )
+    } else if let (Some(message), true) = (&waiting, applied < obs.desired_replicas) {
+        c(
+            READY,
+            ConditionStatus::False,
+            "WaitingForLoadBalancer",
+            format!("{ready}/{applied} brokers ready; {message}"),
         )
     } else if settled {
         c(
@@ -165,6 +278,13 @@ pub fn cluster_status(
             ConditionStatus::True,
             &op.kind,
             format!("{}: {}", op.phase, op.progress.clone().unwrap_or_default()),
+        )
+    } else if let Some(message) = &waiting {
+        c(
+            PROGRESSING,
+            ConditionStatus::True,
+            "WaitingForLoadBalancer",
+            message.clone(),
         )
     } else if settled {
         c(
@@ -235,6 +355,7 @@ pub fn cluster_status(
         label_selector: Some(obs.label_selector.clone()),
         cluster_id: Some(obs.cluster_id.to_string()),
         bootstrap_servers: Some(obs.bootstrap_servers.clone()),
+        listeners: obs.listeners.clone(),
         brokers: broker_statuses(obs.name, applied, obs.pods),
         partitions: obs.partitions.clone(),
         operation: obs.scaling.operation.clone(),
@@ -491,6 +612,8 @@ mod tests {
             cluster_id: "id",
             bootstrap_servers: "b:9092".into(),
             label_selector: "sel".into(),
+            listeners: Vec::new(),
+            pending_addresses: Vec::new(),
         }
     }
 

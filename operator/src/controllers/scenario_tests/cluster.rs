@@ -60,6 +60,15 @@ fn existing_sts(replicas: i32) -> Value {
     })
 }
 
+/// The listing of the external listeners' Services: none.
+fn no_listener_services() -> Step {
+    step(
+        "GET",
+        SVC,
+        ok(json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {}, "items": []})),
+    )
+}
+
 fn pod_list(ready: &[(i32, bool)]) -> Value {
     let items: Vec<Value> = ready
         .iter()
@@ -110,6 +119,7 @@ async fn create_applies_every_object_and_writes_status() {
         step("PATCH", status_path(), ok(kc_json.clone())),
         step("GET", STS, not_found()),
         step("GET", PODS, ok(pod_list(&[]))),
+        no_listener_services(),
     ];
     steps.extend(applied_objects(|b| {
         (200, sts_with_status(b, 1, 1, 0, 0, 0))
@@ -181,7 +191,14 @@ async fn create_applies_every_object_and_writes_status() {
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(
         status["bootstrapServers"],
-        "demo-kafka-bootstrap.ns.svc:9092"
+        "demo-kafka-bootstrap.ns.svc:9093"
+    );
+    assert_eq!(
+        status["listeners"],
+        json!([
+            {"name": "local", "type": "forwarding", "bootstrapServers": "localhost:9092"},
+            {"name": "internal", "type": "internal", "bootstrapServers": "demo-kafka-bootstrap.ns.svc:9093"},
+        ])
     );
     assert_eq!(
         status["labelSelector"],
@@ -221,6 +238,7 @@ async fn spec_change_rolls_the_brokers_and_reports_partition_health() {
             PODS,
             ok(pod_list(&[(0, true), (1, false), (2, true)])),
         ),
+        no_listener_services(),
     ];
     // The StatefulSet controller has seen the new template and is rolling.
     steps.extend(applied_objects(|b| {
@@ -280,7 +298,7 @@ async fn spec_change_rolls_the_brokers_and_reports_partition_health() {
     assert_eq!(
         kafka.calls(),
         [
-            "connect demo-kafka-bootstrap.ns.svc:9092",
+            "connect demo-kafka-bootstrap.ns.svc:9093",
             "list-all-reassignments",
             "metadata",
             "list-all-reassignments",
@@ -308,6 +326,7 @@ async fn scale(
     let mut steps = vec![
         step("GET", STS, ok(existing_sts(from))),
         step("GET", PODS, ok(pod_list(&ready))),
+        no_listener_services(),
     ];
     steps.extend(applied_objects(|b| {
         let n = b["spec"]["replicas"].as_i64().unwrap() as i32;
@@ -519,6 +538,7 @@ async fn api_error_is_surfaced_in_status_and_retried_with_backoff() {
     let steps = vec![
         step("GET", STS, not_found()),
         step("GET", PODS, ok(pod_list(&[]))),
+        no_listener_services(),
         step("PATCH", CM, echo()),
         step("PATCH", format!("{SVC}/demo-kafka-brokers"), echo()),
         step("PATCH", format!("{SVC}/demo-kafka-bootstrap"), echo()),
