@@ -173,6 +173,31 @@ spec:
     }
 
     #[test]
+    fn external_listeners_render_their_services_first() {
+        let input = INPUT.replace(
+            "  config:\n",
+            "  listeners:\n  - {name: internal, type: internal, port: 9093}\n  - {name: ext, type: nodePort, port: 9094}\n  config:\n",
+        );
+        let out = render(&input, &options()).expect("renders");
+        let names: Vec<String> = yaml_serde::Deserializer::from_str(&out)
+            .map(|d| {
+                let v = yaml_serde::Value::deserialize(d).expect("yaml");
+                v["metadata"]["name"].as_str().unwrap_or("").to_string()
+            })
+            .collect();
+        assert_eq!(
+            &names[..5],
+            [
+                "demo-kafka-0-ext",
+                "demo-kafka-1-ext",
+                "demo-kafka-2-ext",
+                "demo-kafka-ext-bootstrap",
+                "demo-kafka-config"
+            ]
+        );
+    }
+
+    #[test]
     fn errors_are_clear() {
         assert!(matches!(
             render("kind: ConfigMap\napiVersion: v1\n", &options()),

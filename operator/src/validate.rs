@@ -433,6 +433,125 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn default_listeners_are_local_forwarding_and_internal() {
+        let kc = cluster(json!({"replicas": 3, "storage": {"size": "10Gi"}}));
+        let view = validate_cluster(&kc, "i", CLUSTER_ID).expect("valid");
+        let summary: Vec<_> = view
+            .listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.name.as_str(),
+                    l.kafka_name.as_str(),
+                    l.type_,
+                    l.port,
+                    l.advertised_host.as_str(),
+                    l.advertised_port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "local",
+                    "LOCAL",
+                    ListenerType::Forwarding,
+                    9092,
+                    "localhost",
+                    9092
+                ),
+                (
+                    "internal",
+                    "INTERNAL",
+                    ListenerType::Internal,
+                    9093,
+                    "localhost",
+                    9093
+                ),
+            ]
+        );
+        assert_eq!(view.internal_listener().name, "internal");
+        assert_eq!(view.forwarding_listener().map(|l| l.port), Some(9092));
+        assert_eq!(view.external_listeners().count(), 0);
+    }
+
+    #[test]
+    fn forwarding_advertises_what_it_is_told() {
+        let kc = cluster(
+            json!({"replicas": 1, "storage": {"size": "1Gi"}, "listeners": [
+                {"name": "pf", "type": "forwarding", "port": 9092, "advertisedHost": "kafka.local", "advertisedPort": 19092},
+                {"name": "internal", "type": "internal", "port": 9093},
+            ]}),
+        );
+        let view = validate_cluster(&kc, "i", CLUSTER_ID).expect("valid");
+        let f = view.forwarding_listener().expect("forwarding");
+        assert_eq!(
+            (
+                f.kafka_name.as_str(),
+                f.advertised_host.as_str(),
+                f.advertised_port
+            ),
+            ("PF", "kafka.local", 19092)
+        );
+    }
+
+    #[test]
+    fn every_listener_problem_is_reported() {
+        let kc = cluster(
+            json!({"replicas": 3, "storage": {"size": "1Gi"}, "listeners": [
+                {"name": "a", "type": "forwarding", "port": 9092},
+                {"name": "b", "type": "forwarding", "port": 9092},
+                {"name": "Bad_Name", "type": "nodePort", "port": 9644},
+                {"name": "http", "type": "nodePort", "port": 70000},
+                {"name": "e", "type": "nodePort", "port": 9100, "advertisedHost": "x"},
+                {"name": "e", "type": "loadBalancer", "port": 9101},
+                {"name": "f", "type": "forwarding", "port": 9102, "advertisedHost": "a b", "advertisedPort": 0},
+            ]}),
+        );
+        let text = validate_cluster(&kc, "i", CLUSTER_ID)
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "exactly one listener of type internal, found 0",
+            "at most one listener of type forwarding, found 3",
+            "listener name `Bad_Name` must be",
+            "listener `Bad_Name`: port 9644 is the HTTP side port",
+            "listener name `http` is taken",
+            "listener `http`: port 70000 is not between 1 and 65535",
+            "listener port 9092 is used twice",
+            "listener name `e` is used twice",
+            "listener `e`: advertisedHost and advertisedPort apply to the forwarding listener only",
+            "listener `f`: advertisedHost `a b` is not a host name",
+            "listener `f`: advertisedPort 0 is not between 1 and 65535",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in {text}");
+        }
+    }
+
+    #[test]
+    fn external_service_names_must_fit() {
+        let spec = |listener: &str| {
+            json!({"replicas": 12, "storage": {"size": "1Gi"}, "listeners": [
+                {"name": "internal", "type": "internal", "port": 9093},
+                {"name": listener, "type": "nodePort", "port": 9094},
+            ]})
+        };
+        let mut kc = cluster(spec("ext"));
+        kc.metadata.name = Some("a".repeat(40));
+        // a*40-kafka-ext-bootstrap = 40 + 7 + 3 + 10 = 60
+        assert!(validate_cluster(&kc, "i", CLUSTER_ID).is_ok());
+        let mut kc = cluster(spec("external"));
+        kc.metadata.name = Some("a".repeat(40));
+        let err = validate_cluster(&kc, "i", CLUSTER_ID).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("would be longer than 63 characters"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn long_names_are_refused() {
         let mut kc = cluster(json!({"replicas": 1, "storage": {"size": "1Gi"}}));
         kc.metadata.name = Some("a".repeat(MAX_CLUSTER_NAME_LEN));

@@ -268,3 +268,21 @@ fn next_action(status: &KafkaClusterStatus, scaling: &ScalingPlan, settings: &Se
         settings.cluster_progress_resync
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::startable_brokers;
+
+    #[test]
+    fn brokers_without_an_address_wait_but_running_ones_stay() {
+        assert_eq!(startable_brokers(3, 3, None), 3);
+        assert_eq!(startable_brokers(3, 1, None), 1, "a new cluster waits");
+        assert_eq!(startable_brokers(5, 3, Some(3)), 3, "a scale-up waits");
+        assert_eq!(
+            startable_brokers(3, 1, Some(3)),
+            3,
+            "running brokers are not stopped"
+        );
+        assert_eq!(startable_brokers(2, 5, Some(3)), 2, "a scale-down goes on");
+    }
+}

@@ -756,6 +756,40 @@ mod tests {
     }
 
     #[test]
+    fn node_port_listeners_bootstrap_from_the_brokers_nodes() {
+        use crate::builders::test_support::view;
+        use serde_json::json;
+        let v = view(
+            json!({"replicas": 2, "storage": {"size": "1Gi"}, "listeners": [
+                {"name": "internal", "type": "internal", "port": 9093},
+                {"name": "ext", "type": "nodePort", "port": 9094},
+            ]}),
+        );
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "demo-kafka-ext-bootstrap"},
+            "spec": {"ports": [{"port": 9094, "nodePort": 30500}]}
+        }))
+        .unwrap();
+        let mut pods = vec![pod("demo-kafka-0", true), pod("demo-kafka-1", true)];
+        for (p, ip) in pods.iter_mut().zip(["10.0.0.2", "10.0.0.1"]) {
+            p.status.as_mut().unwrap().host_ip = Some(ip.into());
+        }
+        let (listeners, pending) = listener_statuses(&v, 2, &[svc], &pods);
+        assert!(pending.is_empty());
+        assert_eq!(listeners[0].name, "internal");
+        assert_eq!(
+            listeners[1].bootstrap_servers.as_deref(),
+            Some("10.0.0.1:30500,10.0.0.2:30500")
+        );
+        let (listeners, _) = listener_statuses(&v, 2, &[], &pods);
+        assert_eq!(listeners[1].bootstrap_servers, None);
+        assert_eq!(
+            listeners[1].message.as_deref(),
+            Some("Service demo-kafka-ext-bootstrap has no nodePort yet")
+        );
+    }
+
+    #[test]
     fn scaled_to_zero() {
         let s = sts(2, 2, 0, 0, 0);
         let scale = settled(0);

@@ -591,3 +591,132 @@ async fn api_error_is_surfaced_in_status_and_retried_with_backoff() {
     assert!(message.contains("Forbidden"), "{message}");
     assert_eq!(rec.event_reasons(), ["ApplyFailed"]);
 }
+
+/// A stored Service: the applied one with an allocated nodePort and, optionally, a
+/// load-balancer ingress IP.
+fn allocated(node_port: i32, ingress: Option<&'static str>) -> impl FnOnce(&Value) -> (u16, Value) {
+    move |b| {
+        let mut v = b.clone();
+        v["spec"]["ports"][0]["nodePort"] = json!(node_port);
+        if let Some(ip) = ingress {
+            v["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+        }
+        (200, v)
+    }
+}
+
+#[tokio::test]
+async fn external_listeners_get_services_first_and_brokers_advertise_what_they_got() {
+    let kc = cluster(
+        json!({"replicas": 2, "storage": {"size": "1Gi"}, "listeners": [
+            {"name": "internal", "type": "internal", "port": 9093},
+            {"name": "local", "type": "forwarding", "port": 9092},
+            {"name": "ext", "type": "nodePort", "port": 9094},
+            {"name": "lb", "type": "loadBalancer", "port": 9095},
+        ]}),
+    );
+    let kc = with_status(kc, json!({"clusterId": CLUSTER_ID}));
+    let kc_json = serde_json::to_value(&kc).unwrap();
+    // A Service of a listener (or broker) that is gone: deleted.
+    let stale = json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {}, "items": [
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "demo-kafka-5-ext", "namespace": "ns",
+                      "labels": {"kafka.sluice.dev/listener": "ext"}}}]});
+    let svc = |name: &str| format!("{SVC}/{name}");
+    let mut steps = vec![
+        step("GET", STS, not_found()),
+        step("GET", PODS, ok(pod_list(&[]))),
+        step("GET", SVC, ok(stale)),
+        step("PATCH", svc("demo-kafka-0-ext"), allocated(31000, None)),
+        step("PATCH", svc("demo-kafka-1-ext"), allocated(31001, None)),
+        step(
+            "PATCH",
+            svc("demo-kafka-ext-bootstrap"),
+            allocated(31100, None),
+        ),
+        step(
+            "PATCH",
+            svc("demo-kafka-0-lb"),
+            allocated(32000, Some("203.0.113.10")),
+        ),
+        // Broker 1's load balancer has no address yet: broker 1 waits.
+        step("PATCH", svc("demo-kafka-1-lb"), allocated(32001, None)),
+        step(
+            "PATCH",
+            svc("demo-kafka-lb-bootstrap"),
+            allocated(32100, None),
+        ),
+        step(
+            "DELETE",
+            svc("demo-kafka-5-ext"),
+            ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})),
+        ),
+    ];
+    steps.extend(applied_objects(|b| {
+        let n = b["spec"]["replicas"].as_i64().unwrap() as i32;
+        (200, sts_with_status(b, 1, 1, n, 0, n))
+    }));
+    steps.push(step("PATCH", status_path(), ok(kc_json)));
+    let (client, runner) = mock_api(steps);
+    let (ctx, _writer) = context(client, FakeKafka::with_brokers(&[]), &[]);
+    within(reconcile(Arc::new(kc), ctx.clone()))
+        .await
+        .expect("reconcile");
+    drop(ctx);
+    let rec = finish(runner).await;
+
+    let broker_svc = &calls_to(&rec, &svc("demo-kafka-1-ext"))[0].body;
+    assert_eq!(broker_svc["spec"]["type"], "NodePort");
+    assert_eq!(
+        broker_svc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"],
+        "demo-kafka-1"
+    );
+    assert!(calls_to(&rec, &svc("demo-kafka-lb-bootstrap"))[0].is_forced_apply());
+    assert_eq!(
+        calls_to(&rec, &svc("demo-kafka-0-lb"))[0].body["spec"]["type"],
+        "LoadBalancer"
+    );
+
+    let data = &calls_to(&rec, CM)[0].body["data"];
+    let broker0 = data["demo-kafka-0.properties"].as_str().expect("broker 0");
+    assert!(
+        broker0.contains(
+            "advertised.listeners=INTERNAL://demo-kafka-0.demo-kafka-brokers.ns.svc:9093,\
+             LOCAL://localhost:9092,EXT://${env:HOST_IP}:31000,LB://203.0.113.10:9095\n"
+        ),
+        "{broker0}"
+    );
+    assert!(
+        data.get("demo-kafka-1.properties").is_none(),
+        "broker 1 does not start without its load balancer's address"
+    );
+    let sts = &calls_to(&rec, STS)[1].body;
+    assert_eq!(sts["spec"]["replicas"], 1);
+    let env: Vec<&str> = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"HOST_IP"), "{env:?}");
+
+    let status = &rec.calls.last().unwrap().body["status"];
+    assert_eq!(
+        condition(status, "Ready")["reason"],
+        "WaitingForLoadBalancer"
+    );
+    assert_eq!(
+        condition(status, "Progressing")["message"],
+        "waiting for load-balancer addresses: demo-kafka-1-lb, demo-kafka-lb-bootstrap"
+    );
+    assert_eq!(
+        status["listeners"],
+        json!([
+            {"name": "local", "type": "forwarding", "bootstrapServers": "localhost:9092"},
+            {"name": "internal", "type": "internal", "bootstrapServers": "demo-kafka-bootstrap.ns.svc:9093"},
+            {"name": "ext", "type": "nodePort", "message": "no broker runs on a node yet"},
+            {"name": "lb", "type": "loadBalancer",
+             "message": "waiting for the load balancer of Service demo-kafka-lb-bootstrap"},
+        ])
+    );
+}
