@@ -272,19 +272,21 @@ pub fn cluster_status(
         .operation
         .as_ref()
         .filter(|o| o.phase != scaling::REFUSED);
-    let progressing = if let Some(op) = operation {
-        c(
-            PROGRESSING,
-            ConditionStatus::True,
-            &op.kind,
-            format!("{}: {}", op.phase, op.progress.clone().unwrap_or_default()),
-        )
-    } else if let Some(message) = &waiting {
+    // Brokers waiting for their load balancer's address say so before any workflow: a
+    // scale-up (or a new cluster) cannot go on without them.
+    let progressing = if let Some(message) = &waiting {
         c(
             PROGRESSING,
             ConditionStatus::True,
             "WaitingForLoadBalancer",
             message.clone(),
+        )
+    } else if let Some(op) = operation {
+        c(
+            PROGRESSING,
+            ConditionStatus::True,
+            &op.kind,
+            format!("{}: {}", op.phase, op.progress.clone().unwrap_or_default()),
         )
     } else if settled {
         c(
