@@ -68,6 +68,10 @@ pub enum ListenerError {
     ForwardingInterBroker(String),
 }
 
+/// One `advertised.listeners` entry: the listener's name (`None` in the bare `HOST:PORT` form)
+/// and its host and port.
+pub type AdvertisedEntry = (Option<String>, (String, u16));
+
 /// The listener settings as given, before they are resolved against each other (they may be set
 /// in any order).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +79,7 @@ pub struct ListenerSettings {
     /// `listeners`: name and bound address, in the order given.
     pub listeners: Vec<(String, SocketAddr)>,
     /// `advertised.listeners`: by name; `None` for the unnamed `HOST:PORT` form.
-    pub advertised: Vec<(Option<String>, (String, u16))>,
+    pub advertised: Vec<AdvertisedEntry>,
     /// `listener.security.protocol.map`
     pub protocols: BTreeMap<String, String>,
     /// `inter.broker.listener.name`
@@ -264,7 +268,7 @@ pub fn parse_listeners(value: &str) -> Result<Vec<(String, SocketAddr)>, String>
 }
 
 /// `advertised.listeners`: `NAME://HOST:PORT,...`, or one `HOST:PORT`.
-pub fn parse_advertised(value: &str) -> Result<Vec<(Option<String>, (String, u16))>, String> {
+pub fn parse_advertised(value: &str) -> Result<Vec<AdvertisedEntry>, String> {
     let mut out = Vec::new();
     for entry in entries(value) {
         let (name, addr) = split_entry(entry)?;
