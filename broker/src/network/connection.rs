@@ -13,11 +13,18 @@ use tokio::sync::{mpsc, watch};
 use super::frame::FrameReader;
 use crate::apis::{self, Reply};
 use crate::broker::Broker;
+use crate::forward::{Forwarded, Forwarder};
 use crate::protocol::decode_request;
 use crate::shutdown::stopped;
 
 /// Serves a connection until the client closes it, it misbehaves, or the broker shuts down.
-pub async fn serve(broker: Arc<Broker>, socket: TcpStream, mut shutdown: watch::Receiver<bool>) {
+/// `listener` is the index of the listener (in `broker.listeners`) the connection came in on.
+pub async fn serve(
+    broker: Arc<Broker>,
+    socket: TcpStream,
+    listener: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let peer = socket.peer_addr().ok();
     let _ = socket.set_nodelay(true);
     let (read_half, write_half) = socket.into_split();
@@ -25,6 +32,10 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, mut shutdown: watch::
     // Bounded: a client that pipelines more than queued.max.requests waits for responses.
     let (replies, pending) = mpsc::channel(broker.config.queued_max_requests);
     let writer = tokio::spawn(write_replies(write_half, pending));
+    // A forwarding listener's connection keeps its own connections to the other brokers.
+    let forwarder = broker.listeners[listener]
+        .forwarding
+        .then(|| Forwarder::new(broker.clone()));
     broker.metrics.connections.inc();
     loop {
         let frame = tokio::select! {
@@ -39,7 +50,15 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, mut shutdown: watch::
                 break;
             }
         };
-        match handle(&broker, frame, peer.map(|p| p.ip())).await {
+        match handle(
+            &broker,
+            frame,
+            peer.map(|p| p.ip()),
+            listener,
+            forwarder.as_ref(),
+        )
+        .await
+        {
             Some(reply) => {
                 if replies.send(reply).await.is_err() {
                     break;
@@ -57,6 +76,8 @@ async fn handle(
     broker: &Arc<Broker>,
     frame: Bytes,
     peer: Option<std::net::IpAddr>,
+    listener: usize,
+    forwarder: Option<&Forwarder>,
 ) -> Option<Reply> {
     let request = match decode_request(frame) {
         Ok(r) => r,
@@ -65,7 +86,12 @@ async fn handle(
             return None;
         }
     };
-    match apis::handle(broker, request, peer).await {
+    if let Some(forwarder) = forwarder {
+        if let Forwarded::Reply(reply) = forwarder.forward(&request).await {
+            return Some(reply);
+        }
+    }
+    match apis::handle(broker, request, peer, listener).await {
         Ok(reply) => Some(reply),
         Err(e) => {
             tracing::info!(error = %e, "bad request; closing connection");
