@@ -490,9 +490,9 @@ def test_notes_give_the_next_steps(tmp_path):
         "kubectl -n default apply -f examples/kafkatopic.yaml",
         "kubectl -n default get kc -w",
         "kubectl -n default scale kc demo --replicas=5",
-        "kubectl -n default port-forward pod/demo-kafka-0 9092:9092",
-        "127.0.0.2  demo-kafka-1.demo-kafka-brokers.default.svc",
+        "kubectl -n default port-forward svc/demo-kafka-bootstrap 9092",
         "KafkaProducer(bootstrap_servers='localhost:9092')",
+        "demo-kafka-bootstrap.default.svc:9093",
     ]:
         assert line in notes, f"{line!r} not in NOTES:\n{notes}"
     assert "every namespace" in notes
@@ -501,7 +501,8 @@ def test_notes_give_the_next_steps(tmp_path):
 
     namespaced = render_notes(tmp_path / "ns", SCENARIOS["namespaced"])
     assert "kubectl -n team-a apply -f examples/kafkacluster.yaml" in namespaced
-    assert "demo-kafka-0.demo-kafka-brokers.team-a.svc" in namespaced
+    assert "kubectl -n team-a port-forward svc/demo-kafka-bootstrap 9092" in namespaced
+    assert "/etc/hosts" not in notes
     assert "in: team-a,team-b" in namespaced
 
 
@@ -600,16 +601,20 @@ def test_example_settings_accepted_by_the_broker(broker_factory):
 # --- with the operator binary --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("example", ["kafkacluster.yaml", "kafkacluster-dev.yaml"])
+@pytest.mark.parametrize("example", ["kafkacluster.yaml", "kafkacluster-dev.yaml", "kafkacluster-external.yaml"])
 def test_operator_render_validates_strict(tmp_path, example):
     require_operator()
     proc = run_operator("render", str(EXAMPLES / example))
     assert proc.returncode == 0, proc.stderr
     docs = parse_docs(proc.stdout)
-    assert sorted(d["kind"] for d in docs) == sorted(
-        ["ConfigMap", "Service", "Service", "StatefulSet", "PodDisruptionBudget"]), [d["kind"] for d in docs]
-    kubernetes_validate(tmp_path, docs)
     cluster = load_example(example)
+    # The external listeners' Services: one per broker and a bootstrap one each.
+    external = sum(1 for listener in cluster["spec"].get("listeners", [])
+                   if listener["type"] in ("nodePort", "loadBalancer"))
+    assert sorted(d["kind"] for d in docs) == sorted(
+        ["ConfigMap", "Service", "Service", "StatefulSet", "PodDisruptionBudget"]
+        + ["Service"] * external * (cluster["spec"]["replicas"] + 1)), [d["kind"] for d in docs]
+    kubernetes_validate(tmp_path, docs)
     statefulset = one(docs, "StatefulSet")
     assert statefulset["metadata"]["name"] == f"{cluster['metadata']['name']}-kafka"
     assert statefulset["spec"]["replicas"] == cluster["spec"]["replicas"]
