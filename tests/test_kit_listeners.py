@@ -304,3 +304,36 @@ def test_port_forward_to_the_bootstrap_service_serves_the_whole_cluster(kit):
     assert {i: (h, p) for i, (h, p, _) in md.brokers.items()} == {i: (NODE_IP, node_ports[i]) for i in range(3)}
     assert listener_status(kc, "ext")["bootstrapServers"] == \
         f"{NODE_IP}:{service(kit, 'demo-kafka-ext-bootstrap')['spec']['ports'][0]['nodePort']}"
+
+
+def test_scale_up_gives_the_new_broker_its_service_and_file_first_and_restarts_nobody(kit):
+    from cluster import metadata_request
+
+    kit.kube.create(cluster_with([
+        {"name": "local", "type": "forwarding", "port": 9092},
+        {"name": "internal", "type": "internal", "port": INTERNAL_PORT},
+        {"name": "ext", "type": "nodePort", "port": 9094},
+    ], replicas=3), NS)  # from 3 on, more brokers change no shared setting (the voters)
+    wait_status(kit, "3 brokers Ready", lambda kc: (condition(kc, "Ready") or {}).get("status") == "True"
+                and kc["status"].get("readyReplicas") == 3, timeout=180)
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kit.kube.list("v1", "pods", NS)["items"]}
+    revision = kit.kube.get("apps/v1", "statefulsets", "demo-kafka", NS)["status"]["updateRevision"]
+
+    kit.kube.patch(KC, "kafkaclusters", "demo", {"spec": {"replicas": 4}}, NS)
+    wait_status(kit, "4 brokers Ready", lambda kc: (condition(kc, "Ready") or {}).get("status") == "True"
+                and kc["status"].get("readyReplicas") == 4, timeout=180)
+    node_port = service(kit, "demo-kafka-3-ext")["spec"]["ports"][0]["nodePort"]
+    assert advertised(broker_file(kit, 3))["EXT"] == f"${{env:HOST_IP}}:{node_port}"
+    # The new broker's pod was started with its file (the node agent projected it at start).
+    path = kit.workdir / "pods" / NS / "demo-kafka-3" / "volumes" / "config" / "demo-kafka-3.properties"
+    assert f"EXT://${{env:HOST_IP}}:{node_port}" in path.read_text()
+    # Nobody else restarted: same pods, same revision.
+    sts = kit.kube.get("apps/v1", "statefulsets", "demo-kafka", NS)
+    assert sts["status"]["updateRevision"] == revision
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kit.kube.list("v1", "pods", NS)["items"]}
+    assert {name: after[name] for name in before} == before
+    # The nodePort listener answers with every broker's node address and nodePort.
+    want = {i: (NODE_IP, service(kit, f"demo-kafka-{i}-ext")["spec"]["ports"][0]["nodePort"]) for i in range(4)}
+    wait_for(lambda: {i: (h, p) for i, (h, p, _) in
+                      metadata_request(f"{kit.pod_ip(NS, 'demo-kafka', 3)}:9094").brokers.items()} == want,
+             timeout=30, interval=0.5, msg="broker 3 in the nodePort listener's metadata")
