@@ -295,6 +295,18 @@ def test_port_forward_to_the_bootstrap_service_serves_the_whole_cluster(kit):
         finally:
             for consumer in consumers:
                 consumer.close()
+        # librdkafka through the same tunnel: every codec, each record in its partition, and
+        # kcat's listing of the cluster.
+        from conftest import produce_confluent
+
+        for codec in ("gzip", "snappy", "lz4", "zstd"):
+            records = [{"value": f"{codec}-{p}".encode(), "partition": p} for p in range(6)]
+            reports = produce_confluent(local, "quickstart", records, conf={"compression.type": codec, "acks": "all"})
+            assert [(err, partition) for err, partition, _ in reports] == [(None, p) for p in range(6)], codec
+        listing = subprocess.run(["kcat", "-b", local, "-L", "-t", "quickstart"], capture_output=True, text=True,
+                                 timeout=60)
+        assert listing.returncode == 0, listing.stderr
+        assert "3 brokers:" in listing.stdout and "6 partitions" in listing.stdout, listing.stdout
         assert relay.connections > 0
 
     # The nodePort listener answers with the node's address and each broker's nodePort.

@@ -175,9 +175,21 @@ def wait_topic_synced(kit: Kit, name: str, partitions: int, replicas: int, timeo
 
 
 def operations(rec: WatchRecorder) -> list[tuple[float, dict]]:
-    """(time, status.operation) of every recorded KafkaCluster event that carries one."""
-    return [(t, op) for t, _type, obj in rec.events if obj["metadata"]["name"] == CLUSTER
-            for op in [operation_of(obj)] if op]
+    """(time, status.operation) of every recorded KafkaCluster event that carries one and that
+    wrote the status: an event that only changed metadata (the kit's bootstrap annotation follows
+    the StatefulSet's size) repeats an old status, not a new statement."""
+    out, last = [], None
+    for t, _type, obj in rec.events:
+        if obj["metadata"]["name"] != CLUSTER:
+            continue
+        status = obj.get("status")
+        if status == last:
+            continue
+        last = status
+        op = operation_of(obj)
+        if op:
+            out.append((t, op))
+    return out
 
 
 def phase_sequence(rec: WatchRecorder) -> list[tuple[str, str]]:
