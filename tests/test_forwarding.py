@@ -153,6 +153,23 @@ def group_coordinated_by(c, want: set[int]) -> tuple[str, int]:
     return box["g"]
 
 
+def coordinators(c) -> list[int]:
+    """The brokers leading some __consumer_offsets partition (the possible group coordinators);
+    asserts there are at least two, so that some group is coordinated away from the relay."""
+    n = int(SETTINGS["offsets.topic.num.partitions"])
+    box = {}
+
+    def led():
+        leaders = c.leaders("__consumer_offsets", n)
+        box["l"] = leaders
+        return all(l >= 0 for l in leaders.values())
+
+    c.wait_until(led, 30, 0.2, msg="__consumer_offsets led", detail=lambda: c.describe(["__consumer_offsets"]))
+    nodes = sorted(set(box["l"].values()))
+    assert len(nodes) >= 2 and nodes != [RELAY_TO], f"__consumer_offsets leaders: {box['l']}"
+    return nodes
+
+
 def produce_tracked(bootstrap: str, topic: str, records: list[dict], conf: dict | None = None,
                     timeout: float = 60.0) -> list[tuple]:
     """confluent-kafka: produces dicts (value, key, partition, headers); returns one
@@ -524,7 +541,7 @@ def test_confluent_admin_through_relay(fwd, topic):
     groups = {}
     consumers = []
     try:
-        for node in range(3):
+        for node in coordinators(c):
             g, _ = group_coordinated_by(c, {node})
             groups[g] = node
             cons = Consumer(rdkafka_conf({"bootstrap.servers": c.relay_bootstrap, "group.id": g,
@@ -606,7 +623,7 @@ def test_kafka_python_admin_through_relay(fwd, topic):
             producer.close()
 
         groups = {}
-        for node in range(3):
+        for node in coordinators(c):
             g, _ = group_coordinated_by(c, {node})
             groups[g] = node
             cons = KafkaConsumer(topic, group_id=g, bootstrap_servers=c.relay_bootstrap,
@@ -659,7 +676,7 @@ def test_group_members_split_partitions_through_relay(fwd, topic, tmp_path, work
     partition; then one member leaves and the other two split the 6 as 3 + 3."""
     c = fwd
     create_spread_topic(c, topic)
-    group, coordinator = group_coordinated_by(c, {1, 2} - {RELAY_TO})
+    group, coordinator = group_coordinated_by(c, set(coordinators(c)) - {RELAY_TO})
     parts = [f"{topic}:{p}" for p in range(PARTITIONS)]
     ws = [Worker(kind, c.relay_bootstrap, [topic], group, tmp_path, session_ms=6000) for _ in range(3)]
     workers.extend(ws)
