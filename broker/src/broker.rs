@@ -16,8 +16,20 @@ use crate::replica::ReplicaManager;
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Everything a request handler can reach.
+/// A Kafka listener as served: bound, advertised, forwarding or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedListener {
+    pub name: String,
+    pub bound: std::net::SocketAddr,
+    pub advertised: (String, u16),
+    pub forwarding: bool,
+}
+
 pub struct Broker {
     pub config: Arc<BrokerConfig>,
+    /// The Kafka listeners being served, in `listeners` order; a request knows its listener
+    /// by index.
+    pub listeners: Vec<ServedListener>,
     pub cluster_id: String,
     /// Changes at every start: tells this process apart from earlier ones of the same id.
     pub incarnation: Uuid,
@@ -39,6 +51,7 @@ impl Broker {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<BrokerConfig>,
+        listeners: Vec<ServedListener>,
         cluster_id: String,
         incarnation: Uuid,
         metadata: Arc<MetadataCache>,
@@ -50,6 +63,7 @@ impl Broker {
         let metrics = Metrics::new(&replicas.traffic());
         Broker {
             config,
+            listeners,
             cluster_id,
             incarnation,
             metadata,

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config_values::{ratio, ConfigType};
+use crate::network::listeners::{self, ListenerSettings};
 
 /// Errors while building a [`BrokerConfig`].
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +48,10 @@ pub enum FlushPolicy {
 pub struct BrokerConfig {
     /// `node.id`
     pub node_id: i32,
-    /// `listeners`: where the Kafka protocol is served (`HOST:PORT` or `PLAINTEXT://HOST:PORT`).
-    pub listener: SocketAddr,
-    /// `advertised.listeners`: the `HOST:PORT` clients are told to connect to. Defaults to the
-    /// bound listener address.
-    pub advertised_listener: Option<(String, u16)>,
+    /// `listeners`, `advertised.listeners`, `listener.security.protocol.map`,
+    /// `inter.broker.listener.name` and `forwarding.listener.names`, as given; resolved against
+    /// each other by [`ListenerSettings::resolve`] when the broker starts.
+    pub listeners: ListenerSettings,
     /// `http.listener`: the HTTP side port for /metrics, /healthz, /readyz.
     pub http_listener: SocketAddr,
     /// `log.dirs`: the data directory.
@@ -162,8 +162,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             node_id: 0,
-            listener: SocketAddr::from(([127, 0, 0, 1], 9092)),
-            advertised_listener: None,
+            listeners: ListenerSettings::default(),
             http_listener: SocketAddr::from(([127, 0, 0, 1], 9644)),
             data_dir: PathBuf::from("./data"),
             rack: None,
@@ -275,37 +274,92 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     BrokerConfigDef {
         name: "listeners",
         aliases: &[],
-        config_type: ConfigType::String,
-        doc: "Kafka listener, `HOST:PORT` or `PLAINTEXT://HOST:PORT`; `:9092` means all \
-              interfaces.",
+        config_type: ConfigType::List,
+        doc: "Kafka listeners, `NAME://HOST:PORT,...`; a single `HOST:PORT` is a listener named \
+              PLAINTEXT. An empty host (`LOCAL://:9092`) means all interfaces; port 0 picks a \
+              free port.",
         unset: None,
-        describe: Describe::Custom(|c| format!("PLAINTEXT://{}", c.listener)),
-        value: |c| Some(c.listener.to_string()),
-        set: |c, v, _| parse_listener(v).map(|a| c.listener = a),
+        describe: Describe::Value,
+        value: |c| Some(c.listeners.listeners_value()),
+        set: |c, v, _| listeners::parse_listeners(v).map(|l| c.listeners.listeners = l),
     },
     BrokerConfigDef {
         name: "advertised.listeners",
         aliases: &[],
-        config_type: ConfigType::String,
-        doc: "`HOST:PORT` clients are told to connect to.",
-        unset: Some("the bound listener"),
+        config_type: ConfigType::List,
+        doc: "`NAME://HOST:PORT,...` clients are told to connect to, per listener (Metadata, \
+              FindCoordinator and DescribeCluster answer with the listener the request came in \
+              on). A single `HOST:PORT` is for the only listener.",
+        unset: Some("each listener's bound address"),
+        describe: Describe::Custom(|c| c.listeners.advertised_value().unwrap_or_default()),
+        value: |c| c.listeners.advertised_value(),
+        set: |c, v, _| listeners::parse_advertised(v).map(|a| c.listeners.advertised = a),
+    },
+    BrokerConfigDef {
+        name: "listener.security.protocol.map",
+        aliases: &[],
+        config_type: ConfigType::List,
+        doc: "`NAME:PROTOCOL,...`: each listener's security protocol. Only PLAINTEXT is served; \
+              a listener named after a protocol (PLAINTEXT) needs no entry.",
+        unset: Some("listeners named PLAINTEXT are PLAINTEXT"),
         describe: Describe::Custom(|c| {
-            let (host, port) = c.advertised(c.listener);
-            format!("PLAINTEXT://{host}:{port}")
+            c.listeners
+                .protocols
+                .iter()
+                .map(|(name, protocol)| format!("{name}:{protocol}"))
+                .collect::<Vec<_>>()
+                .join(",")
         }),
         value: |c| {
-            c.advertised_listener
-                .as_ref()
-                .map(|(host, port)| format!("{host}:{port}"))
+            (!c.listeners.protocols.is_empty()).then(|| {
+                c.listeners
+                    .protocols
+                    .iter()
+                    .map(|(name, protocol)| format!("{name}:{protocol}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
         },
-        set: |c, v, _| {
-            let (host, port) = strip_scheme(v)
-                .rsplit_once(':')
-                .ok_or("expected HOST:PORT")?;
-            let port = port.parse().map_err(|_| "bad port")?;
-            c.advertised_listener = Some((host.trim_matches(['[', ']']).to_string(), port));
-            Ok(())
+        set: |c, v, _| listeners::parse_protocol_map(v).map(|m| c.listeners.protocols = m),
+    },
+    BrokerConfigDef {
+        name: "inter.broker.listener.name",
+        aliases: &[],
+        config_type: ConfigType::String,
+        doc: "The listener other brokers use (replication, forwarding).",
+        unset: Some("the only listener, or PLAINTEXT"),
+        describe: Describe::Custom(|c| c.listeners.inter_broker.clone().unwrap_or_default()),
+        value: |c| c.listeners.inter_broker.clone(),
+        set: |c, v, _| listeners::parse_name(v).map(|n| c.listeners.inter_broker = Some(n)),
+    },
+    BrokerConfigDef {
+        name: "forwarding.listener.names",
+        aliases: &[],
+        config_type: ConfigType::List,
+        doc: "(Sluice) Listeners that forward: a request there for a partition this broker does \
+              not lead, or a group it does not coordinate, is sent on to the broker that does \
+              and its answer returned, so one address (a `kubectl port-forward`) serves the \
+              whole cluster. Every broker advertises the same address on such a listener.",
+        unset: Some("none"),
+        describe: Describe::Custom(|c| {
+            c.listeners
+                .forwarding
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
+        value: |c| {
+            (!c.listeners.forwarding.is_empty()).then(|| {
+                c.listeners
+                    .forwarding
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
         },
+        set: |c, v, _| listeners::parse_names(v).map(|n| c.listeners.forwarding = n),
     },
     BrokerConfigDef {
         name: "http.listener",
@@ -947,8 +1001,14 @@ impl BrokerConfigDef {
 impl BrokerConfig {
     /// Applies one `key=value` property.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let value = value.trim();
         let (def, scale) = lookup(key).ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
+        let invalid = |reason| ConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.trim().to_string(),
+            reason,
+        };
+        let expanded = expand_env(value, |name| std::env::var(name).ok()).map_err(invalid)?;
+        let value = expanded.trim();
         (def.set)(self, value, scale).map_err(|reason| ConfigError::InvalidValue {
             key: key.to_string(),
             value: value.to_string(),
@@ -998,26 +1058,23 @@ impl BrokerConfig {
             .collect()
     }
 
-    /// The host and port clients should connect to.
-    pub fn advertised(&self, bound: SocketAddr) -> (String, u16) {
-        match &self.advertised_listener {
-            Some((host, port)) => (host.clone(), *port),
-            None => (bound.ip().to_string(), bound.port()),
-        }
-    }
-
-    /// The `host:port` other brokers use for this broker's HTTP side port, given the bound
-    /// Kafka and HTTP addresses.
-    pub fn advertised_http(&self, kafka_bound: SocketAddr, http_bound: SocketAddr) -> String {
+    /// The `host:port` other brokers use for this broker's HTTP side port: the inter-broker
+    /// listener's advertised host (or its bound IP) with the bound HTTP port.
+    pub fn advertised_http(
+        &self,
+        inter_broker_advertised: Option<&str>,
+        kafka_bound: SocketAddr,
+        http_bound: SocketAddr,
+    ) -> String {
         if let Some(addr) = &self.advertised_http_listener {
             return addr.clone();
         }
-        let host = match &self.advertised_listener {
-            Some((host, _)) => host.clone(),
+        let host = match inter_broker_advertised {
+            Some(host) => host.to_string(),
             None if http_bound.ip().is_unspecified() => kafka_bound.ip().to_string(),
             None => http_bound.ip().to_string(),
         };
-        format!("{host}:{}", http_bound.port())
+        listeners::join_host_port(&host, http_bound.port())
     }
 }
 
@@ -1110,15 +1167,28 @@ fn strip_scheme(value: &str) -> &str {
 }
 
 fn parse_listener(value: &str) -> Result<SocketAddr, String> {
-    let addr = strip_scheme(value);
-    // An empty host means all interfaces, as in Kafka's `PLAINTEXT://:9092`.
-    let addr = if addr.starts_with(':') {
-        format!("0.0.0.0{addr}")
-    } else {
-        addr.replace("localhost", "127.0.0.1")
-    };
-    addr.parse()
-        .map_err(|_| "expected HOST:PORT with an IP address host".to_string())
+    listeners::parse_bind_address(strip_scheme(value))
+}
+
+/// Replaces `${env:NAME}` with the environment variable NAME (Kafka's config-provider syntax),
+/// so one properties file can carry per-pod values (a node's IP).
+fn expand_env(value: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${env:") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 6..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("`${{env:` without a closing `}}` in `{value}`"))?;
+        let name = &after[..end];
+        let var = env(name)
+            .ok_or_else(|| format!("`${{env:{name}}}`: environment variable {name} is not set"))?;
+        out.push_str(&var);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -1132,14 +1202,28 @@ mod tests {
         c.set("log.dirs", "/var/lib/a,/var/lib/b").unwrap();
         c.set("advertised.listeners", "PLAINTEXT://demo-0.demo:9092")
             .unwrap();
-        assert_eq!(c.listener, "0.0.0.0:19092".parse().unwrap());
+        let plan = c.listeners.resolve().unwrap();
+        assert_eq!(plan.listeners[0].bind, "0.0.0.0:19092".parse().unwrap());
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/a"));
         assert_eq!(
-            c.advertised_listener,
+            plan.listeners[0].advertised,
             Some(("demo-0.demo".to_string(), 9092))
         );
         c.set("listeners", "PLAINTEXT://:9093").unwrap();
-        assert_eq!(c.listener.port(), 9093);
+        assert_eq!(c.listeners.listeners[0].1.port(), 9093);
+    }
+
+    #[test]
+    fn env_references_are_expanded_and_missing_ones_refused() {
+        let env = |name: &str| (name == "HOST_IP").then(|| "10.0.0.7".to_string());
+        assert_eq!(
+            expand_env("A://${env:HOST_IP}:31000,B://x:1", env).unwrap(),
+            "A://10.0.0.7:31000,B://x:1"
+        );
+        assert_eq!(expand_env("plain", env).unwrap(), "plain");
+        let missing = expand_env("${env:NOPE}", env).unwrap_err();
+        assert!(missing.contains("NOPE is not set"), "{missing}");
+        assert!(expand_env("${env:HOST_IP", env).is_err());
     }
 
     #[test]

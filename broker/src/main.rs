@@ -6,15 +6,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice_broker::config::BrokerConfig;
 
-/// A Kafka-compatible broker. Settings use Kafka's names: defaults, then `--config FILE`,
+/// A Kafka-compatible broker. Settings use Kafka's names: defaults, then `--config FILE`
+/// (repeatable, later files win; `${env:NAME}` in a value reads the environment),
 /// then `SLUICE_*` environment variables (`log.dirs` is `SLUICE_LOG_DIRS`), then `--set`,
 /// then the dedicated flags.
 #[derive(Parser, Debug)]
 #[command(name = "sluice-broker", version)]
 struct Args {
-    /// A properties file (`key=value` lines).
+    /// A properties file (`key=value` lines); repeatable, later files win.
     #[arg(long)]
-    config: Option<PathBuf>,
+    config: Vec<PathBuf>,
     /// A setting `key=value`, repeatable (e.g. `--set num.partitions=3`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -37,7 +38,7 @@ struct Args {
 
 fn build_config(args: &Args) -> Result<BrokerConfig, String> {
     let mut config = BrokerConfig::default();
-    if let Some(path) = &args.config {
+    for path in &args.config {
         config.load_file(path).map_err(|e| e.to_string())?;
     }
     config

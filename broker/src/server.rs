@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::broker::Broker;
+pub use crate::broker::ServedListener;
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, FlushPolicy};
 use crate::coordinator::{GroupCoordinator, OFFSETS_TOPIC};
@@ -23,8 +24,11 @@ use crate::metadata::controller::raft_log::{RaftLog, RpcForwarder};
 use crate::metadata::controller::requests::ControllerRequest;
 use crate::metadata::image::cache::Listeners;
 use crate::metadata::quorum::{Quorum, QuorumConfig};
-use crate::metadata::{BrokerInfo, Controller, MetadataCache, MetadataListener, NewTopic};
+use crate::metadata::{
+    BrokerInfo, Controller, Endpoint, MetadataCache, MetadataListener, NewTopic,
+};
 use crate::network::connection;
+use crate::network::listeners::{join_host_port, ListenerError};
 use crate::replica::{IsrUpdate, Partition, ReplicaManager};
 use crate::shutdown::stopped;
 
@@ -44,6 +48,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("listeners: {0}")]
+    Listeners(#[from] ListenerError),
     #[error("metadata quorum: {0}")]
     Quorum(#[from] crate::metadata::quorum::QuorumError),
     #[error("`cluster.id` must be set when `controller.quorum.bootstrap.servers` lists several brokers: every broker of one cluster needs the same id")]
@@ -64,6 +70,7 @@ pub enum StartError {
 /// A broker that is serving.
 pub struct RunningBroker {
     pub broker: Arc<Broker>,
+    /// The inter-broker listener's bound address (the only one for a single listener).
     pub kafka_addr: SocketAddr,
     pub http_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -80,16 +87,26 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     })?;
     let cluster_id = load_identity(&data_dir, &config)?;
 
-    let kafka = TcpListener::bind(config.listener)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listener,
+    let plan = config.listeners.resolve()?;
+    let mut kafka_sockets = Vec::with_capacity(plan.listeners.len());
+    let mut served = Vec::with_capacity(plan.listeners.len());
+    for listener in &plan.listeners {
+        let bind_error = |source| StartError::Bind {
+            addr: listener.bind,
             source,
-        })?;
-    let kafka_addr = kafka.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listener,
-        source,
-    })?;
+        };
+        let socket = TcpListener::bind(listener.bind).await.map_err(bind_error)?;
+        let bound = socket.local_addr().map_err(bind_error)?;
+        kafka_sockets.push(socket);
+        served.push(ServedListener {
+            name: listener.name.clone(),
+            bound,
+            advertised: listener.advertised_address(bound),
+            forwarding: listener.forwarding,
+        });
+    }
+    let inter_broker = &served[plan.inter_broker];
+    let kafka_addr = inter_broker.bound;
     let http_listener = TcpListener::bind(config.http_listener)
         .await
         .map_err(|source| StartError::Bind {
@@ -105,7 +122,14 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
 
     let config = Arc::new(config);
     let incarnation = Uuid::new_v4();
-    let http_address = config.advertised_http(kafka_addr, http_addr);
+    let http_address = config.advertised_http(
+        plan.listeners[plan.inter_broker]
+            .advertised
+            .as_ref()
+            .map(|(host, _)| host.as_str()),
+        kafka_addr,
+        http_addr,
+    );
     // Leaders' ISR changes go to the controller (forward_isr_updates, below).
     let (isr_updates, isr_requests) = tokio::sync::mpsc::unbounded_channel();
     let replicas = Arc::new(ReplicaManager::new(config.clone(), isr_updates));
@@ -138,6 +162,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
     ));
     let broker = Arc::new(Broker::new(
         config.clone(),
+        served.clone(),
         cluster_id,
         incarnation,
         metadata,
@@ -161,11 +186,18 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
             .clone()
             .run_duties(offsets_topic(&config), shutdown_rx.clone()),
     );
-    let (host, port) = config.advertised(kafka_addr);
     let me = BrokerInfo {
         id: config.node_id,
-        host,
-        port,
+        host: inter_broker.advertised.0.clone(),
+        port: inter_broker.advertised.1,
+        listeners: served
+            .iter()
+            .map(|l| Endpoint {
+                name: l.name.clone(),
+                host: l.advertised.0.clone(),
+                port: l.advertised.1,
+            })
+            .collect(),
         rack: config.rack.clone(),
         http_address,
         incarnation,
@@ -203,7 +235,16 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         caught_up,
         shutdown_rx.clone(),
     ));
-    tasks.spawn(accept_loop(broker.clone(), kafka, shutdown_rx.clone()));
+    for (index, socket) in kafka_sockets.into_iter().enumerate() {
+        let l = &served[index];
+        tracing::info!(listener = %l.name, bound = %l.bound, advertised = %join_host_port(&l.advertised.0, l.advertised.1), forwarding = l.forwarding, "listening");
+        tasks.spawn(accept_loop(
+            broker.clone(),
+            socket,
+            index,
+            shutdown_rx.clone(),
+        ));
+    }
     tasks.spawn(groups.run_timers(shutdown_rx.clone()));
     tasks.spawn(every_partition(
         broker.clone(),
@@ -324,14 +365,19 @@ fn offsets_topic(config: &BrokerConfig) -> NewTopic {
     }
 }
 
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    listener_index: usize,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut stop = shutdown.clone();
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
-                    connections.spawn(connection::serve(broker.clone(), socket, shutdown.clone()));
+                    connections.spawn(connection::serve(broker.clone(), socket, listener_index, shutdown.clone()));
                 }
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(e) => {

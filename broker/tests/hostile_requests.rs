@@ -212,7 +212,7 @@ proptest! {
             }
             frame.truncate(cut.index(len + 1).max(1));
             if let Ok(request) = decode_request(Bytes::from(frame)) {
-                if let Ok(Reply::Later(f)) = apis::handle(broker, request, None).await {
+                if let Ok(Reply::Later(f)) = apis::handle(broker, request, None, 0).await {
                     // Only a panic matters here; a join may wait for a rebalance.
                     let _ = tokio::time::timeout(Duration::from_millis(50), f).await;
                 }

@@ -61,6 +61,7 @@ async fn register_peer(tb: &TestBroker, id: i32, addr: SocketAddr) {
         id,
         host: addr.ip().to_string(),
         port: addr.port(),
+        listeners: Vec::new(),
         rack: None,
         http_address: String::new(),
         incarnation: uuid::Uuid::new_v4(),

@@ -11,6 +11,7 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub fn describe_cluster(
     broker: &Broker,
+    ctx: &super::RequestContext,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let mut response = DescribeClusterResponse::default();
@@ -29,13 +30,14 @@ pub fn describe_cluster(
         .metadata
         .current()
         .live_brokers()
-        .map(|b| {
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(ctx.listener_name(broker))?;
             let mut r = DescribeClusterBroker::default();
             r.broker_id = BrokerId(b.id);
-            r.host = StrBytes::from_string(b.host.clone());
-            r.port = i32::from(b.port);
+            r.host = StrBytes::from_string(host.to_string());
+            r.port = i32::from(port);
             r.rack = b.rack.clone().map(StrBytes::from_string);
-            r
+            Some(r)
         })
         .collect();
     response

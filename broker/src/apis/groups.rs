@@ -56,7 +56,10 @@ pub fn find_coordinator(
             .get(&leader)
             .filter(|b| !b.fenced)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        Ok((b.id, b.host.clone(), i32::from(b.port)))
+        let (host, port) = b
+            .endpoint(ctx.listener_name(broker))
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        Ok((b.id, host.to_string(), i32::from(port)))
     };
     let mut response = FindCoordinatorResponse::default();
     if ctx.version >= 4 {

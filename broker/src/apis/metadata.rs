@@ -51,7 +51,18 @@ pub async fn handle(
     }
     let image = broker.metadata.current();
     let mut response = MetadataResponse::default();
-    response.brokers = brokers(&image);
+    response.brokers = brokers(&image, ctx.listener_name(broker));
+    // A leader without this listener cannot be reached by this client (Kafka's answer).
+    let reachable: std::collections::BTreeSet<i32> =
+        response.brokers.iter().map(|b| b.node_id.0).collect();
+    for p in topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+        if p.error_code == 0
+            && !reachable.contains(&p.leader_id.0)
+            && image.brokers.get(&p.leader_id.0).is_some_and(|b| !b.fenced)
+        {
+            p.error_code = ResponseError::ListenerNotFound.code();
+        }
+    }
     response.cluster_id = Some(StrBytes::from_string(broker.cluster_id.clone()));
     response.controller_id = BrokerId(broker.controller.controller_id().unwrap_or(-1));
     response.topics = topics;
@@ -113,17 +124,19 @@ fn topic_error(name: Option<String>, id: Uuid, code: ResponseError) -> MetadataR
     t
 }
 
-pub fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+/// The live brokers with their addresses on `listener`; brokers without it are left out.
+pub fn brokers(image: &MetadataImage, listener: &str) -> Vec<MetadataResponseBroker> {
     // Fenced brokers are not offered to clients, as in Kafka.
     image
         .live_brokers()
-        .map(|b| {
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
             let mut r = MetadataResponseBroker::default();
             r.node_id = BrokerId(b.id);
-            r.host = StrBytes::from_string(b.host.clone());
-            r.port = i32::from(b.port);
+            r.host = StrBytes::from_string(host.to_string());
+            r.port = i32::from(port);
             r.rack = b.rack.clone().map(StrBytes::from_string);
-            r
+            Some(r)
         })
         .collect()
 }

@@ -51,9 +51,17 @@ pub struct RequestContext {
     pub received: Instant,
     /// The client's address, shown as a group member's host.
     pub peer: Option<std::net::IpAddr>,
+    /// Index into `broker.listeners` of the listener the request came in on: answers carry
+    /// that listener's addresses.
+    pub listener: usize,
 }
 
 impl RequestContext {
+    /// The name of the listener the request came in on.
+    pub fn listener_name<'a>(&self, broker: &'a Broker) -> &'a str {
+        &broker.listeners[self.listener].name
+    }
+
     /// Encodes `body` as this request's response and records its metrics.
     pub fn respond<T: Encodable>(&self, broker: &Broker, body: &T) -> Option<Bytes> {
         match encode_response(self.api, self.version, self.correlation_id, body) {
@@ -78,6 +86,7 @@ pub async fn handle(
     broker: &Arc<Broker>,
     frame: RequestFrame,
     peer: Option<std::net::IpAddr>,
+    listener: usize,
 ) -> Result<Reply, DecodeError> {
     let ctx = RequestContext {
         api: frame.api,
@@ -85,6 +94,7 @@ pub async fn handle(
         correlation_id: frame.header.correlation_id,
         received: Instant::now(),
         peer,
+        listener,
     };
     if ctx.api == ApiKey::ApiVersions {
         return Ok(ready(api_versions::handle(broker, &ctx, &frame)));
@@ -140,7 +150,7 @@ pub async fn handle(
         ),
         ApiKey::DescribeCluster => ctx.respond(
             broker,
-            &cluster::describe_cluster(broker, decode_body(&frame)?),
+            &cluster::describe_cluster(broker, &ctx, decode_body(&frame)?),
         ),
         ApiKey::InitProducerId => ctx.respond(
             broker,

@@ -16,4 +16,4 @@ pub mod topic_name;
 pub use controller::{Controller, ControllerError, MetadataLog, NewTopic};
 pub use image::cache::{MetadataCache, MetadataListener};
 pub use image::records::MetadataRecord;
-pub use image::{BrokerInfo, MetadataImage, PartitionImage, TopicImage};
+pub use image::{BrokerInfo, Endpoint, MetadataImage, PartitionImage, TopicImage};

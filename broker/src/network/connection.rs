@@ -17,7 +17,13 @@ use crate::protocol::decode_request;
 use crate::shutdown::stopped;
 
 /// Serves a connection until the client closes it, it misbehaves, or the broker shuts down.
-pub async fn serve(broker: Arc<Broker>, socket: TcpStream, mut shutdown: watch::Receiver<bool>) {
+/// `listener` is the index of the listener (in `broker.listeners`) the connection came in on.
+pub async fn serve(
+    broker: Arc<Broker>,
+    socket: TcpStream,
+    listener: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let peer = socket.peer_addr().ok();
     let _ = socket.set_nodelay(true);
     let (read_half, write_half) = socket.into_split();
@@ -39,7 +45,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, mut shutdown: watch::
                 break;
             }
         };
-        match handle(&broker, frame, peer.map(|p| p.ip())).await {
+        match handle(&broker, frame, peer.map(|p| p.ip()), listener).await {
             Some(reply) => {
                 if replies.send(reply).await.is_err() {
                     break;
@@ -57,6 +63,7 @@ async fn handle(
     broker: &Arc<Broker>,
     frame: Bytes,
     peer: Option<std::net::IpAddr>,
+    listener: usize,
 ) -> Option<Reply> {
     let request = match decode_request(frame) {
         Ok(r) => r,
@@ -65,7 +72,7 @@ async fn handle(
             return None;
         }
     };
-    match apis::handle(broker, request, peer).await {
+    match apis::handle(broker, request, peer, listener).await {
         Ok(reply) => Some(reply),
         Err(e) => {
             tracing::info!(error = %e, "bad request; closing connection");

@@ -71,6 +71,7 @@ mod tests {
                 id,
                 host: host.into(),
                 port: 9092,
+                listeners: Vec::new(),
                 rack: None,
                 http_address: String::new(),
                 incarnation: Default::default(),

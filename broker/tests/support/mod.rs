@@ -24,12 +24,14 @@ impl TestBroker {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = BrokerConfig {
             data_dir: dir.path().to_path_buf(),
-            listener: "127.0.0.1:0".parse().unwrap(),
             http_listener: "127.0.0.1:0".parse().unwrap(),
             // Tests register pretend peers that never heartbeat; they must not be fenced.
             broker_session_timeout: std::time::Duration::from_secs(3600),
             ..Default::default()
         };
+        config
+            .set("listeners", "127.0.0.1:0")
+            .expect("a valid listener");
         configure(&mut config);
         let running = server::start(config).await.expect("broker starts");
         TestBroker { running, dir }
@@ -40,7 +42,9 @@ impl TestBroker {
         let TestBroker { running, dir } = self;
         let mut config = running.broker.config.as_ref().clone();
         running.shutdown().await;
-        config.listener = "127.0.0.1:0".parse().unwrap();
+        config
+            .set("listeners", "127.0.0.1:0")
+            .expect("a valid listener");
         config.http_listener = "127.0.0.1:0".parse().unwrap();
         let running = server::start(config).await.expect("broker restarts");
         TestBroker { running, dir }

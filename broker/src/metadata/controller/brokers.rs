@@ -51,6 +51,7 @@ pub fn register(
         if prev.incarnation == broker.incarnation
             && prev.host == broker.host
             && prev.port == broker.port
+            && prev.listeners == broker.listeners
             && prev.rack == broker.rack
             && prev.http_address == broker.http_address
         {
@@ -61,6 +62,7 @@ pub fn register(
         id: broker.id,
         host: broker.host,
         port: broker.port,
+        listeners: broker.listeners,
         rack: broker.rack,
         http_address: broker.http_address,
         incarnation: broker.incarnation,
@@ -179,6 +181,7 @@ mod tests {
             id,
             host: "h".into(),
             port: 9000 + id as u16,
+            listeners: Vec::new(),
             rack: None,
             http_address: format!("h:{}", 9600 + id),
             incarnation: Uuid::from_u128(incarnation),

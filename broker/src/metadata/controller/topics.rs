@@ -256,6 +256,7 @@ mod tests {
                 id,
                 host: "h".into(),
                 port: 1,
+                listeners: Vec::new(),
                 rack: None,
                 http_address: String::new(),
                 incarnation: Uuid::nil(),

@@ -17,13 +17,26 @@ use uuid::Uuid;
 pub use self::partition::{PartitionImage, NO_LEADER};
 use self::records::MetadataRecord;
 
+/// One advertised listener of a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The listener's name (`INTERNAL`, `LOCAL`, ...).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
     pub id: i32,
-    /// Where clients reach it (the advertised Kafka listener).
+    /// Where other brokers reach it: the advertised inter-broker listener.
     pub host: String,
     pub port: u16,
+    /// Every advertised listener. Empty in records written before named listeners: such a
+    /// broker is reached at `host:port` on every listener.
+    #[serde(default)]
+    pub listeners: Vec<Endpoint>,
     pub rack: Option<String>,
     /// `host:port` of its HTTP side port, where other brokers send cluster RPC.
     #[serde(default)]
@@ -33,6 +46,19 @@ pub struct BrokerInfo {
     /// Fenced brokers lead nothing, are in no ISR and are not offered to clients.
     #[serde(default)]
     pub fenced: bool,
+}
+
+impl BrokerInfo {
+    /// Where a client of `listener` reaches this broker; `None` when it has no such listener.
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|e| e.name == listener)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 /// A topic.
@@ -63,6 +89,7 @@ impl MetadataImage {
                 id,
                 host,
                 port,
+                listeners,
                 rack,
                 http_address,
                 incarnation,
@@ -73,6 +100,7 @@ impl MetadataImage {
                         id: *id,
                         host: host.clone(),
                         port: *port,
+                        listeners: listeners.clone(),
                         rack: rack.clone(),
                         http_address: http_address.clone(),
                         incarnation: *incarnation,

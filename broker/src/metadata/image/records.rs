@@ -20,6 +20,9 @@ pub enum MetadataRecord {
         id: i32,
         host: String,
         port: u16,
+        /// Every advertised listener (`host:port` is the inter-broker one).
+        #[serde(default)]
+        listeners: Vec<super::Endpoint>,
         rack: Option<String>,
         #[serde(default)]
         http_address: String,

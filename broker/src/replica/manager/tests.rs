@@ -41,6 +41,7 @@ fn image(partitions: &[PartitionImage]) -> MetadataImage {
             id,
             host: "127.0.0.1".into(),
             port: 1,
+            listeners: Vec::new(),
             rack: None,
             http_address: String::new(),
             incarnation: Uuid::nil(),

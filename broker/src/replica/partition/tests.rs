@@ -19,6 +19,7 @@ fn live_brokers() -> Arc<BrokerDirectory> {
             id,
             host: "127.0.0.1".into(),
             port: 9000 + id as u16,
+            listeners: Vec::new(),
             rack: None,
             http_address: String::new(),
             incarnation: Uuid::nil(),

@@ -40,6 +40,7 @@ fn broker(id: i32, incarnation: u128) -> BrokerInfo {
         id,
         host: "h".into(),
         port: 1,
+        listeners: Vec::new(),
         rack: None,
         http_address: "h:1".into(),
         incarnation: Uuid::from_u128(incarnation),
