@@ -101,6 +101,14 @@ CONFIG_ERRORS = {
         {"listeners": TWO, "listener.security.protocol.map": MAP, "inter.broker.listener.name": "INTERNAL",
          "forwarding.listener.names": "ELSEWHERE"},
         ["ELSEWHERE"], ["forwarding.listener.names", "forwarding"]),
+    "forwarding-listener-is-the-inter-broker-one": (
+        # Forwarded requests go over the inter-broker listener: it cannot forward itself.
+        {"listeners": TWO, "listener.security.protocol.map": MAP, "inter.broker.listener.name": "INTERNAL",
+         "forwarding.listener.names": "INTERNAL"},
+        ["INTERNAL"], ["forwarding", "inter.broker.listener.name", "inter-broker"]),
+    "duplicate-listener-name": (
+        {"listeners": "INTERNAL://127.0.0.1:0,INTERNAL://127.0.0.1:0", "listener.security.protocol.map": MAP},
+        ["INTERNAL"], ["duplicate", "twice", "more than once", "listeners"]),
     "two-listeners-no-inter-broker-name": (
         # Two listeners, neither named PLAINTEXT, no inter.broker.listener.name: no default.
         {"listeners": TWO, "listener.security.protocol.map": MAP},
