@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod config_values;
 pub mod coordinator;
+pub mod forward;
 pub mod http;
 pub mod log;
 pub mod membership;

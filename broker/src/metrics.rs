@@ -22,6 +22,7 @@ struct ApiLabel {
 pub struct Metrics {
     registry: Registry,
     requests: Family<ApiLabel, Counter>,
+    forwarded: Family<ApiLabel, Counter>,
     latency: Family<ApiLabel, Histogram>,
     response_bytes: Counter,
     bytes_in: Counter,
@@ -60,8 +61,10 @@ impl Metrics {
         let latency = Family::<ApiLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.00005, 2.0, 20))
         });
+        let forwarded = Family::<ApiLabel, Counter>::default();
         let m = Metrics {
             requests: requests.clone(),
+            forwarded: forwarded.clone(),
             latency: latency.clone(),
             response_bytes: Counter::default(),
             bytes_in: Counter::default(),
@@ -81,6 +84,11 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("requests", "Requests handled, by API", requests);
+        registry.register(
+            "forwarded_requests",
+            "Requests a forwarding listener sent on to the brokers owning them, by API",
+            forwarded,
+        );
         registry.register(
             "request_duration_seconds",
             "Time from request decoded to response encoded, by API",
@@ -169,6 +177,15 @@ impl Metrics {
             .get_or_create(&label)
             .observe(elapsed.as_secs_f64());
         self.response_bytes.inc_by(response_bytes as u64);
+    }
+
+    /// A request answered by other brokers through a forwarding listener.
+    pub fn forwarded(&self, api: ApiKey) {
+        self.forwarded
+            .get_or_create(&ApiLabel {
+                api: format!("{api:?}"),
+            })
+            .inc();
     }
 
     pub fn bytes_in(&self, n: usize) {

@@ -80,6 +80,65 @@ impl Drop for PendingGuard<'_> {
 
 /// One connection to one broker. Cheap to share behind an `Arc`; all methods take `&self`
 /// and may be called concurrently (requests are pipelined).
+/// A removal from the pending map that owns its connection state, for futures that outlive
+/// the call that queued them.
+struct OwnedPendingGuard {
+    shared: Arc<Shared>,
+    correlation_id: i32,
+}
+
+impl Drop for OwnedPendingGuard {
+    fn drop(&mut self) {
+        if let Some(map) = self.shared.lock().as_mut() {
+            map.remove(&self.correlation_id);
+        }
+    }
+}
+
+struct RawPending {
+    guard: OwnedPendingGuard,
+    rx: oneshot::Receiver<Bytes>,
+    timeout: Duration,
+    response_header_version: i16,
+    context: String,
+}
+
+/// The response to a request queued with [`Connection::dispatch_raw`].
+pub struct RawResponse {
+    inner: Option<RawPending>,
+}
+
+impl RawResponse {
+    /// Waits for the response body (the header is checked and stripped). Dropping the
+    /// response instead forgets the request; its answer is discarded when it arrives.
+    pub async fn body(self) -> Result<Bytes, ClientError> {
+        let Some(p) = self.inner else {
+            return Ok(Bytes::new());
+        };
+        let mut response = tokio::time::timeout(p.timeout, p.rx)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                context: p.context.clone(),
+                after: p.timeout,
+            })?
+            .map_err(|_| p.guard.shared.disconnected())?;
+        let header =
+            ResponseHeader::decode(&mut response, p.response_header_version).map_err(|e| {
+                ClientError::protocol(format!("decode response header: {}", p.context), e)
+            })?;
+        if header.correlation_id != p.guard.correlation_id {
+            return Err(ClientError::protocol(
+                "match response",
+                format!(
+                    "expected correlation id {}, got {}",
+                    p.guard.correlation_id, header.correlation_id
+                ),
+            ));
+        }
+        Ok(response)
+    }
+}
+
 pub struct Connection {
     addr: String,
     config: ClientConfig,
@@ -219,6 +278,60 @@ impl Connection {
         .await
     }
 
+    /// Queues an already encoded request body (the header is added, with `client_id` when
+    /// given) and returns the future of its response body. Requests dispatched one after
+    /// another are written in that order, whenever their responses are awaited: what a proxy
+    /// needs to keep a client's order. `expect_response` false is for Produce with acks=0:
+    /// nothing is awaited and the future resolves to an empty body at once.
+    pub async fn dispatch_raw(
+        &self,
+        api: ApiKey,
+        version: i16,
+        client_id: Option<&str>,
+        body: Bytes,
+        expect_response: bool,
+        timeout: Duration,
+    ) -> Result<RawResponse, ClientError> {
+        let (correlation_id, frame) = self.frame(
+            api as i16,
+            version,
+            api.request_header_version(version),
+            client_id,
+            |buf| {
+                buf.put_slice(&body);
+                Ok(())
+            },
+        )?;
+        if !expect_response {
+            self.queue(frame, timeout).await?;
+            return Ok(RawResponse { inner: None });
+        }
+        let (tx, rx) = oneshot::channel();
+        match self.shared.lock().as_mut() {
+            Some(map) => {
+                map.insert(correlation_id, tx);
+            }
+            None => return Err(self.shared.disconnected()),
+        }
+        let guard = OwnedPendingGuard {
+            shared: self.shared.clone(),
+            correlation_id,
+        };
+        self.queue(frame, timeout).await?;
+        Ok(RawResponse {
+            inner: Some(RawPending {
+                guard,
+                rx,
+                timeout,
+                response_header_version: api.response_header_version(version),
+                context: format!(
+                    "api key {api:?} v{version} correlation id {correlation_id} to {}",
+                    self.addr
+                ),
+            }),
+        })
+    }
+
     pub(crate) async fn send_inner<R: Request>(
         &self,
         req: &R,
@@ -246,7 +359,7 @@ impl Connection {
         version: i16,
     ) -> Result<(), ClientError> {
         check_encodable::<R>(version)?;
-        let (_, frame) = self.frame(R::KEY, version, R::header_version(version), |buf| {
+        let (_, frame) = self.frame(R::KEY, version, R::header_version(version), None, |buf| {
             encode_body(req, version, buf)
         })?;
         if self.is_closed() {
@@ -256,19 +369,22 @@ impl Connection {
     }
 
     /// Encode a request frame (length prefix, header, body) with a fresh correlation id.
+    /// `client_id` replaces the configured one (a proxy passing on its client's id).
     fn frame(
         &self,
         api_key: i16,
         version: i16,
         header_version: i16,
+        client_id: Option<&str>,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), ClientError>,
     ) -> Result<(i32, Bytes), ClientError> {
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+        let client_id = client_id.unwrap_or(&self.config.client_id).to_string();
         let header = RequestHeader::default()
             .with_request_api_key(api_key)
             .with_request_api_version(version)
             .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_string(self.config.client_id.clone())));
+            .with_client_id(Some(StrBytes::from_string(client_id)));
         let mut buf = BytesMut::with_capacity(128);
         buf.put_i32(0); // length, patched below
         header.encode(&mut buf, header_version).map_err(|e| {
@@ -302,7 +418,7 @@ impl Connection {
         encode: impl FnOnce(&mut BytesMut) -> Result<(), ClientError>,
         timeout: Duration,
     ) -> Result<Bytes, ClientError> {
-        let (correlation_id, frame) = self.frame(api_key, version, header_version, encode)?;
+        let (correlation_id, frame) = self.frame(api_key, version, header_version, None, encode)?;
         let (tx, rx) = oneshot::channel();
         match self.shared.lock().as_mut() {
             Some(map) => {

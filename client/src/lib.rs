@@ -24,7 +24,7 @@ pub use admin::{
 };
 pub use client::Client;
 pub use config::ClientConfig;
-pub use connection::Connection;
+pub use connection::{Connection, RawResponse};
 pub use error::{check_error, error_name, kafka_error, ClientError};
 pub use fetch::{decode_records, FetchResult, FetchedRecord, ListedOffset};
 pub use metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata, TopicMetadata};

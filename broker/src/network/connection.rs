@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::frame::FrameReader;
 use crate::apis::{self, Reply};
 use crate::broker::Broker;
+use crate::forward::{Forwarded, Forwarder};
 use crate::protocol::decode_request;
 use crate::shutdown::stopped;
 
@@ -31,6 +32,10 @@ pub async fn serve(
     // Bounded: a client that pipelines more than queued.max.requests waits for responses.
     let (replies, pending) = mpsc::channel(broker.config.queued_max_requests);
     let writer = tokio::spawn(write_replies(write_half, pending));
+    // A forwarding listener's connection keeps its own connections to the other brokers.
+    let forwarder = broker.listeners[listener]
+        .forwarding
+        .then(|| Forwarder::new(broker.clone()));
     broker.metrics.connections.inc();
     loop {
         let frame = tokio::select! {
@@ -45,7 +50,15 @@ pub async fn serve(
                 break;
             }
         };
-        match handle(&broker, frame, peer.map(|p| p.ip()), listener).await {
+        match handle(
+            &broker,
+            frame,
+            peer.map(|p| p.ip()),
+            listener,
+            forwarder.as_ref(),
+        )
+        .await
+        {
             Some(reply) => {
                 if replies.send(reply).await.is_err() {
                     break;
@@ -64,6 +77,7 @@ async fn handle(
     frame: Bytes,
     peer: Option<std::net::IpAddr>,
     listener: usize,
+    forwarder: Option<&Forwarder>,
 ) -> Option<Reply> {
     let request = match decode_request(frame) {
         Ok(r) => r,
@@ -72,6 +86,11 @@ async fn handle(
             return None;
         }
     };
+    if let Some(forwarder) = forwarder {
+        if let Forwarded::Reply(reply) = forwarder.forward(&request).await {
+            return Some(reply);
+        }
+    }
     match apis::handle(broker, request, peer, listener).await {
         Ok(reply) => Some(reply),
         Err(e) => {

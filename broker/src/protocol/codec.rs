@@ -83,3 +83,20 @@ pub fn encode_response<T: Encodable>(
     body.encode(&mut buf, version)?;
     Ok(buf.freeze())
 }
+
+/// A whole response frame around a body encoded elsewhere (a forwarded request's answer).
+pub fn encode_raw_response(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &[u8],
+) -> anyhow::Result<Bytes> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api.response_header_version(version);
+    let size = header.compute_size(header_version)? + body.len();
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(i32::try_from(size)?);
+    header.encode(&mut buf, header_version)?;
+    buf.put_slice(body);
+    Ok(buf.freeze())
+}
