@@ -276,6 +276,7 @@ def test_internal_listener_answers_internal_addresses_and_does_not_forward(fwd, 
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(300)
 def test_readme_quickstart_through_relay_every_record_in_its_partition(fwd, tmp_path):
     """The quick-start producer and group consumer, verbatim but for the address, against a
     6-partition test_topic led by all three brokers; then kafka-python with explicit partitions
@@ -391,6 +392,7 @@ def test_readme_quickstart_through_relay_every_record_in_its_partition(fwd, tmp_
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(420)
 def test_confluent_every_codec_through_relay(fwd, topic):
     c = fwd
     failures = []
@@ -495,6 +497,7 @@ def test_kcat_through_relay(fwd, topic):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(300)
 def test_confluent_admin_through_relay(fwd, topic):
     c = fwd
     host, port = relay_host_port(c)
@@ -582,6 +585,7 @@ def test_confluent_admin_through_relay(fwd, topic):
         assert {tp.partition: f.result(timeout=30).offset for tp, f in fs.items()} == {p: want for p in range(PARTITIONS)}
 
 
+@pytest.mark.timeout(300)
 def test_kafka_python_admin_through_relay(fwd, topic):
     from kafka import KafkaConsumer, KafkaProducer
     from kafka import TopicPartition as KTP
@@ -734,6 +738,7 @@ def test_group_members_split_partitions_through_relay(fwd, topic, tmp_path, work
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(300)
 def test_idempotent_producer_through_relay_survives_leader_kill(fwd, topic):
     c = fwd
     leaders = create_spread_topic(c, topic, config={"min.insync.replicas": "2"})
@@ -780,74 +785,106 @@ def _timed(fn):
         return e, time.monotonic() - t0
 
 
-def test_unreachable_leader_gives_retriable_errors_not_hangs(fwd, topic):
-    """A 1-replica partition on broker K (not the relay's): frozen (SIGSTOP: connections accepted,
-    nothing answered), then dead (SIGKILL: refused), then fenced (no leader). Produce and Fetch
-    through the relay are answered with retriable errors in bounded time, while a partition of
-    a live leader keeps working; once K is back, the partition works again."""
-    c = fwd
-    k = 2 if RELAY_TO != 2 else 1
-    live = 3 - k - RELAY_TO  # the third broker
-    orphan = f"{topic}-rf1"
-    c.create_topic(orphan, assignment=[[k]])
-    leaders = create_spread_topic(c, topic)
-    healthy = next(p for p, l in leaders.items() if l == live)
-    batch = wire.record_batch([wire.Record(b"x")])
+class Orphan:
+    """A 1-replica topic on broker `k` (not the relay's) and a spread topic, with raw Produce and
+    Fetch through the relay, each on its own connection, timed."""
 
-    with wire.Conn.to(c.relay_bootstrap) as conn:
-        assert conn.produce(orphan, 0, batch, acks=-1, timeout_ms=5000)["error_code"] == 0
+    def __init__(self, c, topic: str):
+        self.c = c
+        self.k = 2 if RELAY_TO != 2 else 1
+        self.live = 3 - self.k - RELAY_TO  # the third broker
+        self.orphan = f"{topic}-rf1"
+        self.topic = topic
+        c.create_topic(self.orphan, assignment=[[self.k]])
+        leaders = create_spread_topic(c, topic)
+        self.healthy = next(p for p, l in leaders.items() if l == self.live)
+        self.batch = wire.record_batch([wire.Record(b"x")])
 
-    def produce(part_topic, part, timeout_ms=5000):
-        with wire.Conn.to(c.relay_bootstrap, timeout=ANSWER_WITHIN + 15) as conn:
-            return conn.produce(part_topic, part, batch, acks=-1, timeout_ms=timeout_ms)
+    def produce(self, topic=None, part=0, timeout_ms=5000):
+        def go():
+            with wire.Conn.to(self.c.relay_bootstrap, timeout=ANSWER_WITHIN + 40) as conn:
+                return conn.produce(topic or self.orphan, part, self.batch, acks=-1, timeout_ms=timeout_ms)
+        return _timed(go)
 
-    def fetch(part_topic, part):
-        with wire.Conn.to(c.relay_bootstrap, timeout=ANSWER_WITHIN + 15) as conn:
-            return conn.fetch(part_topic, part, 0, max_wait_ms=500, min_bytes=1)
+    def fetch(self):
+        def go():
+            with wire.Conn.to(self.c.relay_bootstrap, timeout=ANSWER_WITHIN + 40) as conn:
+                return conn.fetch(self.orphan, 0, 0, max_wait_ms=500, min_bytes=1)
+        return _timed(go)
 
-    def check(what, res_dt):
-        res, dt = res_dt
-        assert not isinstance(res, BaseException), f"{what}: no answer, connection failed after {dt:.1f}s: {res!r}"
-        assert dt < ANSWER_WITHIN, f"{what}: answered after {dt:.1f}s (limit {ANSWER_WITHIN}s): {res}"
-        assert res["error_code"] in RETRIABLE, f"{what}: error {res['error_code']} is not retriable: {res}"
-        print(f"{what}: error {res['error_code']} after {dt:.2f}s")
+    def produce_healthy_fast(self, what: str):
+        res, dt = self.produce(self.topic, self.healthy)
+        assert not isinstance(res, BaseException) and res["error_code"] == 0, (what, res)
+        assert dt < 5, f"{what}: produce to {self.topic}-{self.healthy} (leader broker{self.live}) took {dt:.1f}s"
 
-    # 1. K frozen. The healthy partition's produce, on another connection at the same time, is
-    #    not held up behind the stuck forward.
-    c.pause(k)
-    box = {}
-    stuck = threading.Thread(target=lambda: box.update(r=_timed(lambda: produce(orphan, 0))), daemon=True)
-    stuck.start()
-    res, dt = _timed(lambda: produce(topic, healthy))
-    assert not isinstance(res, BaseException) and res["error_code"] == 0, res
-    assert dt < 5, f"produce to {topic}-{healthy} (leader broker{live}) took {dt:.1f}s while broker{k} is frozen"
-    stuck.join(ANSWER_WITHIN + 20)
-    assert "r" in box, f"produce to {orphan}-0 (leader broker{k}, frozen) still unanswered"
-    check(f"produce to {orphan}-0, leader broker{k} frozen", box["r"])
-    check(f"fetch from {orphan}-0, leader broker{k} frozen", _timed(lambda: fetch(orphan, 0)))
-
-    # 2. K dead: connections refused.
-    c.kill(k)
-    check(f"produce to {orphan}-0, leader broker{k} killed", _timed(lambda: produce(orphan, 0)))
-    check(f"fetch from {orphan}-0, leader broker{k} killed", _timed(lambda: fetch(orphan, 0)))
-
-    # 3. K fenced: no leader at all; still retriable, quickly.
-    c.wait_until(lambda: c.leader_of(orphan, 0) == -1, 30, 0.1, msg=f"{orphan}-0 without a leader",
-                 detail=lambda: c.describe([orphan]))
-    md = metadata_request(c.relay_bootstrap, [orphan])
-    assert md.topics[orphan].partitions[0].leader == -1, md.topics[orphan]
-    check(f"produce to {orphan}-0, no leader", _timed(lambda: produce(orphan, 0)))
-    check(f"fetch from {orphan}-0, no leader", _timed(lambda: fetch(orphan, 0)))
-    res, dt = _timed(lambda: produce(topic, healthy))
-    assert not isinstance(res, BaseException) and res["error_code"] == 0 and dt < 5, (res, dt)
-
-    # 4. K back: the partition works through the relay again.
-    c.start(k)
-    c.wait_all_ready(60)
-
-    def writable():
-        res, _dt = _timed(lambda: produce(orphan, 0))
+    def writable(self) -> bool:
+        res, _dt = self.produce()
         return not isinstance(res, BaseException) and res["error_code"] == 0
 
-    c.wait_until(writable, 45, 0.2, msg=f"{orphan}-0 writable through the relay after broker{k} restarted",
-                 detail=lambda: c.describe([orphan]))
+
+def check_retriable(what, res_dt):
+    res, dt = res_dt
+    assert not isinstance(res, BaseException), (
+        f"{what}: no answer: the connection failed after {dt:.1f}s ({res!r}) instead of a retriable error")
+    assert dt < ANSWER_WITHIN, f"{what}: answered after {dt:.1f}s (limit {ANSWER_WITHIN}s): {res}"
+    assert res["error_code"] in RETRIABLE, f"{what}: error {res['error_code']} is not retriable: {res}"
+    print(f"{what}: error {res['error_code']} after {dt:.2f}s")
+
+
+def test_dead_or_missing_leader_gives_retriable_errors(fwd, topic):
+    """The leader of a 1-replica partition (not the relay's broker) SIGKILLed (connections
+    refused), then fenced (no leader at all): Produce and Fetch through the relay are answered
+    with retriable errors at once; a partition of a live leader keeps working; once the broker is
+    back, the partition works through the relay again."""
+    c = fwd
+    o = Orphan(c, topic)
+    assert o.writable(), f"{o.orphan}-0 (broker{o.k}) not writable through the relay to begin with"
+
+    c.kill(o.k)
+    check_retriable(f"produce to {o.orphan}-0, leader broker{o.k} killed", o.produce())
+    check_retriable(f"fetch from {o.orphan}-0, leader broker{o.k} killed", o.fetch())
+    o.produce_healthy_fast(f"broker{o.k} killed")
+
+    c.wait_until(lambda: c.leader_of(o.orphan, 0) == -1, 30, 0.1, msg=f"{o.orphan}-0 without a leader",
+                 detail=lambda: c.describe([o.orphan]))
+    md = metadata_request(c.relay_bootstrap, [o.orphan])
+    assert md.topics[o.orphan].partitions[0].leader == -1, md.topics[o.orphan]
+    check_retriable(f"produce to {o.orphan}-0, no leader", o.produce())
+    check_retriable(f"fetch from {o.orphan}-0, no leader", o.fetch())
+    o.produce_healthy_fast("no leader for the orphan")
+
+    c.start(o.k)
+    c.wait_all_ready(60)
+    c.wait_until(o.writable, 45, 0.2, msg=f"{o.orphan}-0 writable through the relay after broker{o.k} restarted",
+                 detail=lambda: c.describe([o.orphan]))
+
+
+@pytest.mark.timeout(300)
+def test_frozen_leader_gives_retriable_errors_not_hangs(fwd, topic):
+    """The leader frozen (SIGSTOP: connections accepted, nothing answered): a Produce (timeout_ms
+    5000) and a Fetch (max_wait_ms 500) through the relay are answered with a retriable error
+    within ANSWER_WITHIN, not held until the client gives up; a produce to a live leader's
+    partition at the same time, on another connection, is not held up."""
+    c = fwd
+    o = Orphan(c, topic)
+    assert o.writable()
+    c.pause(o.k)
+    box = {}
+    stuck = threading.Thread(target=lambda: box.update(r=o.produce()), daemon=True)
+    stuck.start()
+    fetched = {}
+    stuck_fetch = threading.Thread(target=lambda: fetched.update(r=o.fetch()), daemon=True)
+    stuck_fetch.start()
+    o.produce_healthy_fast(f"broker{o.k} frozen")
+    stuck.join(ANSWER_WITHIN + 45)
+    stuck_fetch.join(5)
+    try:
+        assert "r" in box, f"produce to {o.orphan}-0 (leader broker{o.k}, frozen) unanswered after {ANSWER_WITHIN + 45}s"
+        check_retriable(f"produce to {o.orphan}-0, leader broker{o.k} frozen", box["r"])
+        assert "r" in fetched, f"fetch from {o.orphan}-0 (leader broker{o.k}, frozen) still unanswered"
+        check_retriable(f"fetch from {o.orphan}-0, leader broker{o.k} frozen", fetched["r"])
+    finally:
+        c.resume(o.k)
+    c.wait_all_ready(60)
+    c.wait_until(o.writable, 45, 0.2, msg=f"{o.orphan}-0 writable through the relay after broker{o.k} resumed",
+                 detail=lambda: c.describe([o.orphan]))
