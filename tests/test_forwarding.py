@@ -795,7 +795,7 @@ class Orphan:
         self.live = 3 - self.k - RELAY_TO  # the third broker
         self.orphan = f"{topic}-rf1"
         self.topic = topic
-        c.create_topic(self.orphan, assignment=[[self.k]])
+        c.create_topic(self.orphan, assignment=[[self.k]], config={"min.insync.replicas": "1"})
         leaders = create_spread_topic(c, topic)
         self.healthy = next(p for p, l in leaders.items() if l == self.live)
         self.batch = wire.record_batch([wire.Record(b"x")])
@@ -819,6 +819,7 @@ class Orphan:
 
     def writable(self) -> bool:
         res, _dt = self.produce()
+        self.last = res
         return not isinstance(res, BaseException) and res["error_code"] == 0
 
 
@@ -838,7 +839,7 @@ def test_dead_or_missing_leader_gives_retriable_errors(fwd, topic):
     back, the partition works through the relay again."""
     c = fwd
     o = Orphan(c, topic)
-    assert o.writable(), f"{o.orphan}-0 (broker{o.k}) not writable through the relay to begin with"
+    assert o.writable(), f"{o.orphan}-0 (broker{o.k}) not writable through the relay to begin with: {o.last}"
 
     c.kill(o.k)
     check_retriable(f"produce to {o.orphan}-0, leader broker{o.k} killed", o.produce())
@@ -867,7 +868,7 @@ def test_frozen_leader_gives_retriable_errors_not_hangs(fwd, topic):
     partition at the same time, on another connection, is not held up."""
     c = fwd
     o = Orphan(c, topic)
-    assert o.writable()
+    assert o.writable(), f"{o.orphan}-0 (broker{o.k}) not writable through the relay to begin with: {o.last}"
     c.pause(o.k)
     box = {}
     stuck = threading.Thread(target=lambda: box.update(r=o.produce()), daemon=True)
