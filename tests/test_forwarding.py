@@ -892,28 +892,52 @@ def test_dead_or_missing_leader_gives_retriable_errors(fwd, topic):
 def test_frozen_leader_gives_retriable_errors_not_hangs(fwd, topic):
     """The leader frozen (SIGSTOP: connections accepted, nothing answered): a Produce (timeout_ms
     5000) and a Fetch (max_wait_ms 500) through the relay are answered with a retriable error
-    within ANSWER_WITHIN, not held until the client gives up; a produce to a live leader's
-    partition at the same time, on another connection, is not held up."""
+    within ANSWER_WITHIN, not held until the client gives up, both on new client connections and
+    on connections that were already forwarding to that leader before it froze (a running
+    producer's and consumer's); a produce to a live leader's partition at the same time, on
+    another connection, is not held up."""
     c = fwd
     o = Orphan(c, topic)
     assert o.writable(), f"{o.orphan}-0 (broker{o.k}) not writable through the relay to begin with: {o.last}"
-    c.pause(o.k)
-    box = {}
-    stuck = threading.Thread(target=lambda: box.update(r=o.produce()), daemon=True)
-    stuck.start()
-    fetched = {}
-    stuck_fetch = threading.Thread(target=lambda: fetched.update(r=o.fetch()), daemon=True)
-    stuck_fetch.start()
-    o.produce_healthy_fast(f"broker{o.k} frozen")
-    stuck.join(ANSWER_WITHIN + 45)
-    stuck_fetch.join(5)
+    # Client connections already forwarding to broker k.
+    timeout = ANSWER_WITHIN + 45
+    warm_p = wire.Conn.to(c.relay_bootstrap, timeout=timeout)
+    warm_f = wire.Conn.to(c.relay_bootstrap, timeout=timeout)
     try:
-        assert "r" in box, f"produce to {o.orphan}-0 (leader broker{o.k}, frozen) unanswered after {ANSWER_WITHIN + 45}s"
-        check_retriable(f"produce to {o.orphan}-0, leader broker{o.k} frozen", box["r"])
-        assert "r" in fetched, f"fetch from {o.orphan}-0 (leader broker{o.k}, frozen) still unanswered"
-        check_retriable(f"fetch from {o.orphan}-0, leader broker{o.k} frozen", fetched["r"])
+        assert warm_p.produce(o.orphan, 0, o.batch, acks=-1, timeout_ms=5000)["error_code"] == 0
+        assert warm_f.fetch(o.orphan, 0, 0, max_wait_ms=500, min_bytes=1)["error_code"] == 0
+        c.pause(o.k)
+        calls = {
+            "produce, new connection": o.produce,
+            "fetch, new connection": o.fetch,
+            "produce, connection forwarding before the freeze": lambda: _timed(
+                lambda: warm_p.produce(o.orphan, 0, o.batch, acks=-1, timeout_ms=5000)),
+            "fetch, connection forwarding before the freeze": lambda: _timed(
+                lambda: warm_f.fetch(o.orphan, 0, 1, max_wait_ms=500, min_bytes=1)),
+        }
+        results = {}
+        threads = [threading.Thread(target=lambda k=k, f=f: results.update({k: f()}), daemon=True)
+                   for k, f in calls.items()]
+        for t in threads:
+            t.start()
+        o.produce_healthy_fast(f"broker{o.k} frozen")
+        deadline = time.monotonic() + timeout + 5
+        for t in threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        failures = []
+        for what in calls:
+            label = f"{what}: {o.orphan}-0, leader broker{o.k} frozen"
+            try:
+                assert what in results, f"{label}: unanswered after {timeout + 5}s"
+                check_retriable(label, results[what])
+            except AssertionError as e:
+                failures.append(str(e).splitlines()[0])
+        assert not failures, "\n".join(failures)
     finally:
-        c.resume(o.k)
+        warm_p.close()
+        warm_f.close()
+        if c[o.k].paused:
+            c.resume(o.k)
     c.wait_all_ready(60)
     c.wait_until(o.writable, 45, 0.2, msg=f"{o.orphan}-0 writable through the relay after broker{o.k} resumed",
                  detail=lambda: c.describe([o.orphan]))
