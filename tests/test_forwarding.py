@@ -38,7 +38,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetS
 
 import kafka_wire as wire
 from cluster import metadata_request, read_partitions, verify_acknowledged
-from conftest import _set_pdeathsig, rdkafka_conf, run_kcat, wait_until
+from conftest import _set_pdeathsig, parse_prometheus, rdkafka_conf, run_kcat, wait_until
 from test_groups import QUICKSTART_CONSUMER, QUICKSTART_PRODUCER, Worker, stable_split, workers  # noqa: F401
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
@@ -151,6 +151,14 @@ def group_coordinated_by(c, want: set[int]) -> tuple[str, int]:
 
     c.wait_until(found, 60, 0.2, msg=f"a group coordinated by one of {sorted(want)}")
     return box["g"]
+
+
+def forwarded(c, api: str, i: int = RELAY_TO) -> float:
+    """Broker i's sluice_forwarded_requests for one API (0 when it has forwarded none yet)."""
+    status, text = c[i].http_get("/metrics", timeout=10)
+    assert status == 200, status
+    return sum(v for n, labels, v in parse_prometheus(text)
+               if n in ("sluice_forwarded_requests", "sluice_forwarded_requests_total") and labels.get("api") == api)
 
 
 def coordinators(c) -> list[int]:
@@ -395,6 +403,7 @@ def test_readme_quickstart_through_relay_every_record_in_its_partition(fwd, tmp_
 def test_confluent_every_codec_through_relay(fwd, topic):
     c = fwd
     failures = []
+    before = {api: forwarded(c, api) for api in ("Produce", "Fetch")}
     for codec in CODECS:
         t = f"{topic}-{codec}"
         create_spread_topic(c, t)
@@ -433,6 +442,9 @@ def test_confluent_every_codec_through_relay(fwd, topic):
                 failures.append(f"{codec}: keys/headers of partition 1 differ through the relay")
         finally:
             cons.close()
+    # The relay's broker led 2 of each topic's 6 partitions: the others went through its forwarding.
+    after = {api: forwarded(c, api) for api in ("Produce", "Fetch")}
+    assert all(after[api] > before[api] for api in after), f"sluice_forwarded_requests {before} -> {after}"
     assert not failures, "\n".join(failures)
 
 
@@ -745,6 +757,8 @@ def test_group_members_split_partitions_through_relay(fwd, topic, tmp_path, work
         return {p: max(w.committed().get(p, 0) for w in ws) for p in parts} == {p: per_part for p in parts}
 
     wait_until(committed, timeout=30, msg=f"every partition committed at {per_part}")
+    for api in ("JoinGroup", "SyncGroup", "OffsetCommit"):
+        assert forwarded(c, api) > 0, f"no {api} forwarded to the coordinator broker{coordinator}"
     ws[0].stop()
     stable_split(ws[1:], parts, sizes=[3, 3], timeout=60)
     new = [f"{i % PARTITIONS}-{i}" for i in range(n, n + 60)]
