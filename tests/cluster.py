@@ -23,8 +23,9 @@ one named LOCAL (`ClusterBroker.local_port` / `local_bootstrap`) whose advertise
 same on every broker: `localhost:<relay port>` of a tests/relay.py Relay (the cluster's `relay`,
 created first so its port is known, pointed at broker `relay_to`'s LOCAL port, closed at teardown;
 `relay_bootstrap` is what a client behind `kubectl port-forward` would use). With tunnel="none"
-there is no relay and every broker advertises broker `relay_to`'s LOCAL address itself (an ideal,
-zero-cost tunnel: bench/forwarding.py measures the forwarding hop alone that way).
+there is no relay and every broker advertises broker `relay_to`'s LOCAL port itself (as
+`localhost:<port>`: an ideal, zero-cost tunnel; bench/forwarding.py measures the forwarding hop
+alone that way). Brokers may spell the advertised host differently (its case, issue 12).
 Every broker is node i with Kafka port and HTTP port fixed for the cluster's lifetime (peers know
 each other's HTTP ports: controller.quorum.bootstrap.servers lists the first min(n, 3) brokers,
 the ones that form the cluster; any others join through them); its stderr goes to
@@ -425,7 +426,8 @@ class Cluster:
         assert self.forwarding, "the cluster has no forwarding listener"
         if self.relay is not None:
             return f"localhost:{self.relay.port}"
-        return self.brokers[self.relay_to].local_bootstrap
+        # A host name, not 127.0.0.1: brokers spell it differently (its case) for librdkafka.
+        return f"localhost:{self.brokers[self.relay_to].local_port}"
 
     @property
     def relay_bootstrap(self) -> str:
