@@ -28,7 +28,7 @@ use crate::metadata::{
     BrokerInfo, Controller, Endpoint, MetadataCache, MetadataListener, NewTopic,
 };
 use crate::network::connection;
-use crate::network::listeners::{join_host_port, ListenerError};
+use crate::network::listeners::{distinct_host, join_host_port, ListenerError};
 use crate::replica::{IsrUpdate, Partition, ReplicaManager};
 use crate::shutdown::stopped;
 
@@ -98,10 +98,17 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, StartError> {
         let socket = TcpListener::bind(listener.bind).await.map_err(bind_error)?;
         let bound = socket.local_addr().map_err(bind_error)?;
         kafka_sockets.push(socket);
+        let (mut host, port) = listener.advertised_address(bound);
+        if listener.forwarding {
+            host = distinct_host(&host, config.node_id);
+            if !host.chars().any(|c| c.is_ascii_alphabetic()) {
+                tracing::warn!(listener = %listener.name, %host, "a forwarding listener advertised as an IP address looks the same for every broker, which librdkafka-based clients cannot use; advertise a host name such as localhost");
+            }
+        }
         served.push(ServedListener {
             name: listener.name.clone(),
             bound,
-            advertised: listener.advertised_address(bound),
+            advertised: (host, port),
             forwarding: listener.forwarding,
         });
     }

@@ -204,6 +204,30 @@ impl ListenerSettings {
     }
 }
 
+/// The host a broker advertises on a forwarding listener: the configured host with its letters
+/// upper-cased by the bits of the node id (`localhost`, `Localhost`, `lOcalhost`,
+/// `LOcalhost`, ...). Every broker's address must differ, because librdkafka tells brokers
+/// apart by `host:port` and merges brokers that share one; host names are case-insensitive,
+/// so every variant still reaches the one tunnel. A host without letters (an IP address) is
+/// returned as it is, and then librdkafka-based clients cannot use the listener.
+pub fn distinct_host(host: &str, node_id: i32) -> String {
+    let mut bits = node_id.unsigned_abs();
+    host.chars()
+        .map(|c| {
+            if !c.is_ascii_alphabetic() {
+                return c;
+            }
+            let upper = bits & 1 == 1;
+            bits >>= 1;
+            if upper {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
 /// `host:port`, with brackets around an IPv6 host.
 pub fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -374,6 +398,20 @@ mod tests {
             s.listeners_value(),
             "INTERNAL://0.0.0.0:9093,LOCAL://0.0.0.0:9092"
         );
+    }
+
+    #[test]
+    fn forwarding_hosts_differ_by_node_id_in_case_only() {
+        let hosts: Vec<String> = (0..8).map(|id| distinct_host("localhost", id)).collect();
+        assert_eq!(hosts[0], "localhost");
+        assert_eq!(hosts[1], "Localhost");
+        assert_eq!(hosts[2], "lOcalhost");
+        assert_eq!(hosts[3], "LOcalhost");
+        let unique: BTreeSet<&String> = hosts.iter().collect();
+        assert_eq!(unique.len(), 8);
+        assert!(hosts.iter().all(|h| h.eq_ignore_ascii_case("localhost")));
+        assert_eq!(distinct_host("10.0.0.1", 3), "10.0.0.1");
+        assert_eq!(distinct_host("My-Host.example", 0), "my-host.example");
     }
 
     #[test]
