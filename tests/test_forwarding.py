@@ -283,6 +283,30 @@ def test_internal_listener_answers_internal_addresses_and_does_not_forward(fwd, 
     assert res["error_code"] == 0 and res["base_offset"] == 0, res
 
 
+def test_any_broker_behind_the_relay(fwd, topic):
+    """Whichever broker the tunnel reaches (a port-forward to the bootstrap Service picks any pod):
+    with the relay pointed at each broker in turn, a new producer writes to all six partitions and
+    a new consumer reads them back, each record in its partition."""
+    c = fwd
+    create_spread_topic(c, topic)
+    expected = {p: [] for p in range(PARTITIONS)}
+    for target in (1, 2, 0):
+        c.relay.retarget("127.0.0.1", c[target].local_port)
+        records = [{"value": f"via{target}-{p}-{i}".encode(), "partition": p}
+                   for i in range(20) for p in range(PARTITIONS)]
+        reports = produce_tracked(c.relay_bootstrap, topic, records, conf={"enable.idempotence": True})
+        assert all(r[0] is None for r in reports), [r for r in reports if r[0] is not None][:3]
+        assert all(r[1] == int(r[3].split(b"-")[1]) for r in reports)
+        for r in records:
+            expected[r["partition"]].append(r["value"])
+        assert_partitions_hold(c, topic, expected, through="relay")
+        md = metadata_request(c.relay_bootstrap, [topic])
+        assert {p: pm.leader for p, pm in md.topics[topic].partitions.items()} == {p: p % 3 for p in range(PARTITIONS)}
+    assert_partitions_hold(c, topic, expected, through="internal")
+    for i in range(3):
+        assert forwarded(c, "Produce", i) > 0, f"broker{i} forwarded no Produce while behind the relay"
+
+
 # ---------------------------------------------------------------------------------------------
 # The README quick start and kafka-python
 # ---------------------------------------------------------------------------------------------
