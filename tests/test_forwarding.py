@@ -1,7 +1,8 @@
 """Issue 12: one forwarded broker serves the whole cluster.
 
 Three brokers, each with two listeners: INTERNAL (inter-broker) and the forwarding listener LOCAL,
-whose advertised address is the same on every broker: `localhost:<relay port>`, a tests/relay.py
+whose advertised address is the same on every broker: `localhost:<relay port>` (each broker spells
+the host in its own case, since librdkafka merges brokers sharing host:port), a tests/relay.py
 Relay standing in for `kubectl port-forward` to one pod (broker RELAY_TO). Every client below talks
 to the relay only; the harness checks the truth (leaders, what is in each partition) on the
 INTERNAL listeners, directly, without forwarding.
@@ -13,6 +14,7 @@ INTERNAL listeners, directly, without forwarding.
 - Consumer groups of 3 members splitting the 6 partitions (each to exactly one member), then 2.
 - An idempotent acks=all producer while the leader of a partition (not the broker behind the
   relay) is SIGKILLed: nothing acknowledged lost or duplicated.
+- Any broker behind the relay (retargeted in turn).
 - Bad paths: a partition whose leader is frozen or dead gives retriable errors in bounded time.
 - Negative control: the INTERNAL listener answers with internal addresses and does not forward.
 
