@@ -4,8 +4,8 @@ Loaded as a pytest plugin by conftest.py (`pytest_plugins`), so its fixtures and
 marker are available to every test module; bench/failover.py imports it as a plain module.
 
 Fixtures:
-  make_cluster(n, extra_config=None, start=True) -> Cluster   (any number of clusters per test)
-  cluster3                                                    a started 3-broker cluster
+  make_cluster(n, extra_config=None, start=True, **kw) -> Cluster   (any number of clusters per test)
+  cluster3                                                          a started 3-broker cluster
 
 Cluster(n, workdir, extra_config, bootstrap_count=None):
   processes: start_all(), start(i), start_many(ids), kill(i) (SIGKILL), stop(i) (SIGTERM, waits,
@@ -17,6 +17,15 @@ Cluster(n, workdir, extra_config, bootstrap_count=None):
     view), leader_of(topic, p), leaders(topic, n), controller(), describe() (a state dump)
   clients: bootstrap_servers(ids=None), admin() (confluent), kafka_python_admin(),
     create_topic(...), producer(...), tail_consumer(...)
+Two listeners per broker (issue 12), with Cluster(..., forwarding=True): an internal one named INTERNAL
+(inter-broker, `ClusterBroker.port` / `bootstrap`, what every helper above uses) and a forwarding
+one named LOCAL (`ClusterBroker.local_port` / `local_bootstrap`) whose advertised address is the
+same on every broker: `localhost:<relay port>` of a tests/relay.py Relay (the cluster's `relay`,
+created first so its port is known, pointed at broker `relay_to`'s LOCAL port, closed at teardown;
+`relay_bootstrap` is what a client behind `kubectl port-forward` would use). With tunnel="none"
+there is no relay and every broker advertises broker `relay_to`'s LOCAL port itself (as
+`localhost:<port>`: an ideal, zero-cost tunnel; bench/forwarding.py measures the forwarding hop
+alone that way). Brokers may spell the advertised host differently (its case, issue 12).
 Every broker is node i with Kafka port and HTTP port fixed for the cluster's lifetime (peers know
 each other's HTTP ports: controller.quorum.bootstrap.servers lists the first min(n, 3) brokers,
 the ones that form the cluster; any others join through them); its stderr goes to
@@ -203,6 +212,7 @@ class ClusterBroker:
         self.stdout_path = cluster.workdir / f"{self.name}.stdout.log"
         self.port = 0
         self.http_port = 0
+        self.local_port = 0  # the LOCAL (forwarding) listener, when the cluster has one
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.expect_running = False
@@ -213,7 +223,14 @@ class ClusterBroker:
 
     @property
     def bootstrap(self) -> str:
+        """The Kafka listener every harness helper uses (INTERNAL when there are two)."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def local_bootstrap(self) -> str:
+        """This broker's forwarding listener (LOCAL), bound address (not the advertised one)."""
+        assert self.local_port, f"{self.name} has no forwarding listener (Cluster(..., forwarding=True))"
+        return f"127.0.0.1:{self.local_port}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -226,10 +243,18 @@ class ClusterBroker:
         c = self.cluster
         cmd = [str(BROKER_BIN),
                "--node-id", str(self.node_id),
-               "--data-dir", str(self.data_dir),
-               "--listener", f"127.0.0.1:{self.port}",
-               "--http-listener", f"127.0.0.1:{self.http_port}",
-               "--set", f"cluster.id={c.cluster_id}",
+               "--data-dir", str(self.data_dir)]
+        if c.forwarding:
+            # No --listener: that flag is the single-listener shortcut and would win over --set.
+            cmd += ["--set", f"listeners=INTERNAL://127.0.0.1:{self.port},LOCAL://127.0.0.1:{self.local_port}",
+                    "--set", f"advertised.listeners=LOCAL://{c.local_advertised}",
+                    "--set", "listener.security.protocol.map=INTERNAL:PLAINTEXT,LOCAL:PLAINTEXT",
+                    "--set", "inter.broker.listener.name=INTERNAL",
+                    "--set", "forwarding.listener.names=LOCAL"]
+        else:
+            cmd += ["--listener", f"127.0.0.1:{self.port}"]
+        cmd += ["--http-listener", f"127.0.0.1:{self.http_port}",
+                "--set", f"cluster.id={c.cluster_id}",
                "--set", "controller.quorum.bootstrap.servers=" + ",".join(
                    f"{b.node_id}@127.0.0.1:{b.http_port}" for b in c.brokers[:c.bootstrap_count])]
         for k, v in c.extra_config.items():
@@ -321,7 +346,8 @@ class ClusterBroker:
     def stderr_tail(self, lines: int = 60) -> str:
         tail = self.stderr_text().splitlines()[-lines:]
         state = "running" if self.alive() else f"exited {self.proc.returncode}" if self.proc else "never started"
-        return (f"--- {self.name} (node {self.node_id}, kafka {self.port}, http {self.http_port}, {state}"
+        local = f", local {self.local_port}" if self.local_port else ""
+        return (f"--- {self.name} (node {self.node_id}, kafka {self.port}{local}, http {self.http_port}, {state}"
                 f"{', paused' if self.paused else ''}) log {self.log_path}, last {len(tail)} lines ---\n"
                 + "\n".join(tail))
 
@@ -344,11 +370,27 @@ class ClusterBroker:
 
 class Cluster:
     def __init__(self, n: int, tmp_path, extra_config: dict | None = None, name: str = "cluster",
-                 bootstrap_count: int | None = None):
+                 bootstrap_count: int | None = None, forwarding: bool = False, relay_to: int = 0,
+                 tunnel: str = "relay"):
         """`bootstrap_count`: how many brokers (the first ones) form the cluster and are listed in
         everybody's controller.quorum.bootstrap.servers; the others join through them. Default:
-        up to 3 (the metadata quorum's default voter count)."""
+        up to 3 (the metadata quorum's default voter count).
+
+        `forwarding`: two listeners per broker, INTERNAL (inter-broker; `port`) and the forwarding
+        LOCAL (`local_port`), every broker advertising the same LOCAL address: the relay's
+        `localhost:<port>` (tunnel="relay", the relay forwarding to broker `relay_to`), or broker
+        `relay_to`'s own LOCAL address (tunnel="none")."""
         assert n >= 1
+        assert tunnel in ("relay", "none"), tunnel
+        self.forwarding = forwarding
+        self.relay_to = relay_to
+        self.relay = None
+        if forwarding and tunnel == "relay":
+            from relay import Relay
+
+            # Bound now, so the port every broker advertises is known before any starts; pointed
+            # at a broker in _assign_ports.
+            self.relay = Relay("127.0.0.1", 1)
         self.n = n
         self.bootstrap_count = min(n, 3) if bootstrap_count is None else bootstrap_count
         self.workdir = Path(tmp_path) / name
@@ -367,9 +409,30 @@ class Cluster:
         return self.brokers[i]
 
     def _assign_ports(self):
-        ports = pick_free_ports(2 * self.n)
+        per = 3 if self.forwarding else 2
+        ports = pick_free_ports(per * self.n)
         for b in self.brokers:
-            b.port, b.http_port = ports[2 * b.node_id], ports[2 * b.node_id + 1]
+            b.port, b.http_port = ports[per * b.node_id], ports[per * b.node_id + 1]
+            if self.forwarding:
+                b.local_port = ports[per * b.node_id + 2]
+        if self.relay is not None:
+            self.relay.retarget("127.0.0.1", self.brokers[self.relay_to].local_port)
+            if not self.relay._accept.is_alive():
+                self.relay.start()
+
+    @property
+    def local_advertised(self) -> str:
+        """The LOCAL listener's address every broker advertises."""
+        assert self.forwarding, "the cluster has no forwarding listener"
+        if self.relay is not None:
+            return f"localhost:{self.relay.port}"
+        # A host name, not 127.0.0.1: brokers spell it differently (its case) for librdkafka.
+        return f"localhost:{self.brokers[self.relay_to].local_port}"
+
+    @property
+    def relay_bootstrap(self) -> str:
+        """What a client behind the tunnel bootstraps from (the advertised LOCAL address)."""
+        return self.local_advertised
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -457,9 +520,11 @@ class Cluster:
                         m = READY_RE.match(line)
                         if m:
                             got_port, got_http = int(m.group(2)), int(m.group(4))
-                            assert (got_port, got_http) == (b.port, b.http_port), (
+                            # With two listeners the ready line names one of them.
+                            kafka_ports = {b.port} | ({b.local_port} if self.forwarding else set())
+                            assert got_port in kafka_ports and got_http == b.http_port, (
                                 f"{b.name} says it listens on {got_port}/{got_http}, "
-                                f"asked for {b.port}/{b.http_port}")
+                                f"asked for {sorted(kafka_ports)}/{b.http_port}")
                             b.ready_line = line
                             sel.unregister(fd)
                             del pending[fd]
@@ -558,6 +623,8 @@ class Cluster:
                 pass
             self._kp_admin = None
         self._admin = None
+        if self.relay is not None:
+            self.relay.close()
         return problems
 
     # --- addresses and readiness ---------------------------------------------------------------
@@ -724,15 +791,17 @@ class Cluster:
 
     # --- clients ---------------------------------------------------------------------------------
 
-    def producer(self, topic: str, partitions: int, ids=None, **kw) -> "ContinuousProducer":
-        """A started ContinuousProducer bootstrapping from `ids` (default all brokers), closed
-        at teardown if the test does not stop it."""
-        p = ContinuousProducer(self.bootstrap_servers(ids), topic, partitions, **kw)
+    def producer(self, topic: str, partitions: int, ids=None, bootstrap: str | None = None,
+                 **kw) -> "ContinuousProducer":
+        """A started ContinuousProducer bootstrapping from `bootstrap` (e.g. relay_bootstrap),
+        else `ids` (default all brokers), closed at teardown if the test does not stop it."""
+        p = ContinuousProducer(bootstrap or self.bootstrap_servers(ids), topic, partitions, **kw)
         self._workloads.append(p)
         return p.start()
 
-    def tail_consumer(self, topic: str, partitions: int, ids=None, **kw) -> "TailConsumer":
-        t = TailConsumer(self.bootstrap_servers(ids), topic, partitions, **kw)
+    def tail_consumer(self, topic: str, partitions: int, ids=None, bootstrap: str | None = None,
+                      **kw) -> "TailConsumer":
+        t = TailConsumer(bootstrap or self.bootstrap_servers(ids), topic, partitions, **kw)
         self._workloads.append(t)
         return t.start()
 

@@ -110,18 +110,25 @@ pub struct RawResponse {
 
 impl RawResponse {
     /// Waits for the response body (the header is checked and stripped). Dropping the
-    /// response instead forgets the request; its answer is discarded when it arrives.
+    /// response instead forgets the request; its answer is discarded when it arrives. A
+    /// timeout marks the connection closed ([`Connection::is_closed`]): later answers on it
+    /// would wait behind the missing one.
     pub async fn body(self) -> Result<Bytes, ClientError> {
         let Some(p) = self.inner else {
             return Ok(Bytes::new());
         };
-        let mut response = tokio::time::timeout(p.timeout, p.rx)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                context: p.context.clone(),
-                after: p.timeout,
-            })?
-            .map_err(|_| p.guard.shared.disconnected())?;
+        let mut response = match tokio::time::timeout(p.timeout, p.rx).await {
+            Ok(answer) => answer.map_err(|_| p.guard.shared.disconnected())?,
+            Err(_) => {
+                // Answers come in request order: every later request on this connection is
+                // stuck behind this one, so the connection is given up (as Kafka clients do).
+                p.guard.shared.close();
+                return Err(ClientError::Timeout {
+                    context: p.context.clone(),
+                    after: p.timeout,
+                });
+            }
+        };
         let header =
             ResponseHeader::decode(&mut response, p.response_header_version).map_err(|e| {
                 ClientError::protocol(format!("decode response header: {}", p.context), e)

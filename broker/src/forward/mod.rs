@@ -45,10 +45,17 @@ use crate::protocol::{decode_body, encode_response, RequestFrame};
 
 /// Kafka's `ConfigResource.Type.BROKER`.
 const BROKER_RESOURCE: i8 = 4;
-/// Added to a forwarded request's own wait (long poll, rebalance) before giving up on the owner.
+/// Added to a group request's own wait (a rebalance) before giving up on the coordinator.
 const GRACE: Duration = Duration::from_secs(30);
+/// Added to a Produce's `timeout_ms` or a Fetch's `max_wait_ms` before the leader counts as
+/// unreachable (a frozen process answers nothing): the client then gets NOT_LEADER_OR_FOLLOWER
+/// well within its own request timeout, and refreshes metadata.
+const PARTITION_GRACE: Duration = Duration::from_secs(5);
 /// For requests without a wait of their own.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The answer to send when the owner does not answer.
+type Fallback = Box<dyn FnOnce() -> Option<Bytes> + Send>;
 
 /// What forwarding decided for one request.
 pub enum Forwarded {
@@ -92,7 +99,7 @@ impl Forwarder {
                 let Ok(request) = decode_body::<ProduceRequest>(frame) else {
                     return Forwarded::Local;
                 };
-                let timeout = millis(request.timeout_ms) + GRACE;
+                let timeout = millis(request.timeout_ms) + PARTITION_GRACE;
                 let expect_response = request.acks != 0;
                 return self
                     .partitioned(frame, request, timeout, expect_response)
@@ -103,7 +110,7 @@ impl Forwarder {
                     return Forwarded::Local;
                 };
                 // Follower fetches never come in on a forwarding listener; a consumer's do.
-                let timeout = millis(request.max_wait_ms) + GRACE;
+                let timeout = millis(request.max_wait_ms) + PARTITION_GRACE;
                 return self.partitioned(frame, request, timeout, true).await;
             }
             ApiKey::ListOffsets => {
@@ -111,7 +118,7 @@ impl Forwarder {
                     return Forwarded::Local;
                 };
                 return self
-                    .partitioned(frame, request, DEFAULT_TIMEOUT, true)
+                    .partitioned(frame, request, PARTITION_GRACE * 2, true)
                     .await;
             }
             ApiKey::JoinGroup => match decode_body::<JoinGroupRequest>(frame) {
@@ -185,13 +192,7 @@ impl Forwarder {
             _ => return Forwarded::Local,
         };
         match target {
-            Route::Peer(id) => match self.relay(id, frame, true, timeout).await {
-                Ok(reply) => Forwarded::Reply(reply),
-                Err(e) => {
-                    tracing::info!(peer = id, api = ?frame.api, error = %e, "cannot forward; closing the client's connection");
-                    Forwarded::Reply(Reply::Close)
-                }
-            },
+            Route::Peer(id) => Forwarded::Reply(self.relay(id, frame, true, timeout, None).await),
             _ => Forwarded::Local,
         }
     }
@@ -220,13 +221,24 @@ impl Forwarder {
         let target = route(me, partitions, |(_, topic, p)| leader_of(&image, topic, *p));
         match target {
             Route::Local => Forwarded::Local,
-            Route::Peer(id) => match self.relay(id, frame, expect_response, timeout).await {
-                Ok(reply) => Forwarded::Reply(reply),
-                Err(e) => {
-                    tracing::debug!(peer = id, api = ?frame.api, error = %e, "leader unreachable");
-                    Forwarded::Reply(self.respond(frame, &request.unreachable()))
-                }
-            },
+            Route::Peer(id) => {
+                let (api, version, correlation_id) =
+                    (frame.api, frame.version, frame.header.correlation_id);
+                let broker = self.broker.clone();
+                let fallback: Fallback = Box::new(move || {
+                    respond_bytes(
+                        &broker,
+                        api,
+                        version,
+                        correlation_id,
+                        &request.unreachable(),
+                    )
+                });
+                Forwarded::Reply(
+                    self.relay(id, frame, expect_response, timeout, Some(fallback))
+                        .await,
+                )
+            }
             Route::Split(parts) => {
                 let mut pending = Vec::with_capacity(parts.len());
                 for (id, keys) in parts {
@@ -320,24 +332,40 @@ impl Forwarder {
         })))
     }
 
-    /// Sends the request's own bytes to `id` and answers with the owner's bytes.
+    /// Sends the request's own bytes to `id` and answers with the owner's bytes. When the
+    /// owner does not answer (gone, or silent past `timeout`), the client gets `fallback`'s
+    /// answer, or a closed connection without one.
     async fn relay(
         &self,
         id: i32,
         frame: &RequestFrame,
         expect_response: bool,
         timeout: Duration,
-    ) -> Result<Reply, ClientError> {
-        let response = self
+        fallback: Option<Fallback>,
+    ) -> Reply {
+        let response = match self
             .dispatch(id, frame, frame.body.clone(), expect_response, timeout)
-            .await?;
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::info!(peer = id, api = ?frame.api, error = %e, "cannot forward");
+                return match fallback.and_then(|answer| answer()) {
+                    Some(bytes) if expect_response => Reply::Ready(bytes),
+                    Some(_) => Reply::Nothing,
+                    // No answer of its own: the client's connection closes, as when its
+                    // coordinator dies.
+                    None => Reply::Close,
+                };
+            }
+        };
         self.broker.metrics.forwarded(frame.api);
         if !expect_response {
-            return Ok(Reply::Nothing);
+            return Reply::Nothing;
         }
         let (api, version, correlation_id) =
             (frame.api, frame.version, frame.header.correlation_id);
-        Ok(Reply::Later(Box::pin(async move {
+        Reply::Later(Box::pin(async move {
             match response.body().await {
                 Ok(body) => match encode_raw_response(api, version, correlation_id, &body) {
                     Ok(bytes) => Some(bytes),
@@ -346,14 +374,20 @@ impl Forwarder {
                         None
                     }
                 },
-                Err(e) => {
+                Err(e) => match fallback {
+                    Some(answer) => {
+                        tracing::info!(?api, error = %e, "forwarded request unanswered; answering with a retriable error");
+                        answer()
+                    }
                     // The owner went away with the request in flight: the client sees a broken
                     // connection, as it would with the owner itself, and retries.
-                    tracing::info!(?api, error = %e, "forwarded request unanswered; closing");
-                    None
-                }
+                    None => {
+                        tracing::info!(?api, error = %e, "forwarded request unanswered; closing");
+                        None
+                    }
+                },
             }
-        })))
+        }))
     }
 
     /// Queues a request body for broker `id` on this client's connection to it.
@@ -404,19 +438,6 @@ impl Forwarder {
         let conn = Arc::new(Connection::connect(&address, config).await?);
         peers.insert(id, conn.clone());
         Ok(conn)
-    }
-
-    fn respond<T: Encodable>(&self, frame: &RequestFrame, body: &T) -> Reply {
-        match respond_bytes(
-            &self.broker,
-            frame.api,
-            frame.version,
-            frame.header.correlation_id,
-            body,
-        ) {
-            Some(bytes) => Reply::Ready(bytes),
-            None => Reply::Close,
-        }
     }
 }
 
