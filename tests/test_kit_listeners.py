@@ -350,3 +350,30 @@ def test_scale_up_gives_the_new_broker_its_service_and_file_first_and_restarts_n
     wait_for(lambda: {i: (h, p) for i, (h, p, _) in
                       metadata_request(f"{kit.pod_ip(NS, 'demo-kafka', 3)}:9094").brokers.items()} == want,
              timeout=30, interval=0.5, msg="broker 3 in the nodePort listener's metadata")
+
+
+def test_a_forwarding_listener_added_to_a_running_cluster_keeping_its_internal_one(kit):
+    """What the README advises for a cluster from before listeners (one PLAINTEXT listener on
+    9092, which replication uses): keep it as the internal listener and add the forwarding one;
+    the roll runs through brokers with and without the new listener."""
+    from cluster import metadata_request
+
+    kit.kube.create(cluster_with([{"name": "plaintext", "type": "internal", "port": 9092}]), NS)
+    wait_status(kit, "3 brokers Ready", lambda kc: (condition(kc, "Ready") or {}).get("status") == "True"
+                and kc["status"].get("readyReplicas") == 3, timeout=180)
+    revision = kit.kube.get("apps/v1", "statefulsets", "demo-kafka", NS)["status"]["updateRevision"]
+    kit.kube.patch(KC, "kafkaclusters", "demo", {"spec": {"listeners": [
+        {"name": "plaintext", "type": "internal", "port": 9092},
+        {"name": "local", "type": "forwarding", "port": 9094}]}}, NS)
+
+    def rolled():
+        sts = kit.kube.get("apps/v1", "statefulsets", "demo-kafka", NS)
+        st = sts.get("status") or {}
+        return (st.get("updateRevision") != revision and st.get("currentRevision") == st.get("updateRevision")
+                and st.get("updatedReplicas") == 3 and st.get("readyReplicas") == 3)
+    wait_for(rolled, timeout=240, interval=0.5, msg="the brokers rolled to the new listeners")
+    md = metadata_request(f"{kit.pod_ip(NS, 'demo-kafka', 0)}:9094")
+    assert {(h.lower(), p) for h, p, _ in md.brokers.values()} == {("localhost", 9094)}
+    md = metadata_request(f"{kit.pod_ip(NS, 'demo-kafka', 0)}:9092")
+    assert {i: (h, p) for i, (h, p, _) in md.brokers.items()} == {
+        i: (kit.pod_ip(NS, "demo-kafka", i), 9092) for i in range(3)}
