@@ -11,7 +11,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 K8S_VERSION="$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\).*/\1/p' "$HERE/go.mod")"
 ETCD_VERSION="$(sed -n 's/^\tgo.etcd.io\/etcd\/server\/v3 \(v[0-9.]*\).*/\1/p' "$HERE/go.mod")"
 # The go.mod's hash joins the key: a changed pin (or a replace line) rebuilds.
-KEY="$K8S_VERSION-etcd$ETCD_VERSION-$(sha256sum "$HERE/go.mod" "$HERE/go.sum" | sha256sum | cut -c1-12)"
+# The key hashes the files' contents only (not their paths), so every checkout shares one build.
+KEY="$K8S_VERSION-etcd$ETCD_VERSION-$(cat "$HERE/go.mod" "$HERE/go.sum" | sha256sum | cut -c1-12)"
 BIN="${SLUICE_CACHE:-$HOME/.cache/sluice}/kube/$KEY/bin"
 TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
 
