@@ -302,24 +302,8 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         doc: "`NAME:PROTOCOL,...`: each listener's security protocol. Only PLAINTEXT is served; \
               a listener named after a protocol (PLAINTEXT) needs no entry.",
         unset: Some("listeners named PLAINTEXT are PLAINTEXT"),
-        describe: Describe::Custom(|c| {
-            c.listeners
-                .protocols
-                .iter()
-                .map(|(name, protocol)| format!("{name}:{protocol}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        }),
-        value: |c| {
-            (!c.listeners.protocols.is_empty()).then(|| {
-                c.listeners
-                    .protocols
-                    .iter()
-                    .map(|(name, protocol)| format!("{name}:{protocol}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-        },
+        describe: Describe::Custom(|c| c.listeners.protocols_value()),
+        value: |c| (!c.listeners.protocols.is_empty()).then(|| c.listeners.protocols_value()),
         set: |c, v, _| listeners::parse_protocol_map(v).map(|m| c.listeners.protocols = m),
     },
     BrokerConfigDef {
@@ -341,24 +325,8 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
               and its answer returned, so one address (a `kubectl port-forward`) serves the \
               whole cluster. Every broker advertises the same address on such a listener.",
         unset: Some("none"),
-        describe: Describe::Custom(|c| {
-            c.listeners
-                .forwarding
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(",")
-        }),
-        value: |c| {
-            (!c.listeners.forwarding.is_empty()).then(|| {
-                c.listeners
-                    .forwarding
-                    .iter()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-        },
+        describe: Describe::Custom(|c| c.listeners.forwarding_value()),
+        value: |c| (!c.listeners.forwarding.is_empty()).then(|| c.listeners.forwarding_value()),
         set: |c, v, _| listeners::parse_names(v).map(|n| c.listeners.forwarding = n),
     },
     BrokerConfigDef {

@@ -186,6 +186,24 @@ impl ListenerSettings {
             .join(",")
     }
 
+    /// `listener.security.protocol.map` as Kafka writes it.
+    pub fn protocols_value(&self) -> String {
+        self.protocols
+            .iter()
+            .map(|(name, protocol)| format!("{name}:{protocol}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `forwarding.listener.names`, comma-separated.
+    pub fn forwarding_value(&self) -> String {
+        self.forwarding
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// `advertised.listeners` as Kafka writes it; `None` while unset.
     pub fn advertised_value(&self) -> Option<String> {
         if self.advertised.is_empty() {
