@@ -42,6 +42,39 @@ fn keep<T: Clone>(items: &[T], wanted: impl Fn(usize) -> bool) -> Vec<T> {
         .collect()
 }
 
+/// Every partition of `topics`: its slot, topic name and index.
+fn list_partitions<T, P>(
+    topics: &[T],
+    name: impl Fn(&T) -> String,
+    partitions: impl Fn(&T) -> &[P],
+    index: impl Fn(&P) -> i32,
+) -> Vec<(Slot, String, i32)> {
+    let mut out = Vec::new();
+    for (t, topic) in topics.iter().enumerate() {
+        for (p, partition) in partitions(topic).iter().enumerate() {
+            out.push(((t, p), name(topic), index(partition)));
+        }
+    }
+    out
+}
+
+/// The topics of `slots`, each with only those partitions.
+fn subset_topics<T: Clone, P: Clone>(
+    topics: &[T],
+    slots: &[Slot],
+    partitions: impl Fn(&mut T) -> &mut Vec<P>,
+) -> Vec<T> {
+    by_topic(slots)
+        .into_iter()
+        .map(|(t, ps)| {
+            let mut topic = topics[t].clone();
+            let kept = keep(partitions(&mut topic), |i| ps.contains(&i));
+            *partitions(&mut topic) = kept;
+            topic
+        })
+        .collect()
+}
+
 /// Groups `slots` by topic: for each topic index in request order, its partition indexes.
 fn by_topic(slots: &[Slot]) -> std::collections::BTreeMap<usize, Vec<usize>> {
     let mut out: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
@@ -70,29 +103,17 @@ impl PartitionedRequest for ProduceRequest {
     type Response = ProduceResponse;
 
     fn partitions(&self) -> Vec<(Slot, String, i32)> {
-        self.topic_data
-            .iter()
-            .enumerate()
-            .flat_map(|(t, topic)| {
-                topic
-                    .partition_data
-                    .iter()
-                    .enumerate()
-                    .map(move |(p, data)| ((t, p), topic.name.0.to_string(), data.index))
-            })
-            .collect()
+        list_partitions(
+            &self.topic_data,
+            |t| t.name.0.to_string(),
+            |t| &t.partition_data,
+            |p| p.index,
+        )
     }
 
     fn subset(&self, slots: &[Slot]) -> Self {
         let mut out = self.clone();
-        out.topic_data = by_topic(slots)
-            .into_iter()
-            .map(|(t, ps)| {
-                let mut topic = self.topic_data[t].clone();
-                topic.partition_data = keep(&topic.partition_data, |i| ps.contains(&i));
-                topic
-            })
-            .collect();
+        out.topic_data = subset_topics(&self.topic_data, slots, |t| &mut t.partition_data);
         out
     }
 
@@ -143,29 +164,17 @@ impl PartitionedRequest for ListOffsetsRequest {
     type Response = ListOffsetsResponse;
 
     fn partitions(&self) -> Vec<(Slot, String, i32)> {
-        self.topics
-            .iter()
-            .enumerate()
-            .flat_map(|(t, topic)| {
-                topic
-                    .partitions
-                    .iter()
-                    .enumerate()
-                    .map(move |(p, data)| ((t, p), topic.name.0.to_string(), data.partition_index))
-            })
-            .collect()
+        list_partitions(
+            &self.topics,
+            |t| t.name.0.to_string(),
+            |t| &t.partitions,
+            |p| p.partition_index,
+        )
     }
 
     fn subset(&self, slots: &[Slot]) -> Self {
         let mut out = self.clone();
-        out.topics = by_topic(slots)
-            .into_iter()
-            .map(|(t, ps)| {
-                let mut topic = self.topics[t].clone();
-                topic.partitions = keep(&topic.partitions, |i| ps.contains(&i));
-                topic
-            })
-            .collect();
+        out.topics = subset_topics(&self.topics, slots, |t| &mut t.partitions);
         out
     }
 
@@ -215,29 +224,17 @@ impl PartitionedRequest for FetchRequest {
     type Response = FetchResponse;
 
     fn partitions(&self) -> Vec<(Slot, String, i32)> {
-        self.topics
-            .iter()
-            .enumerate()
-            .flat_map(|(t, topic)| {
-                topic
-                    .partitions
-                    .iter()
-                    .enumerate()
-                    .map(move |(p, data)| ((t, p), topic.topic.0.to_string(), data.partition))
-            })
-            .collect()
+        list_partitions(
+            &self.topics,
+            |t| t.topic.0.to_string(),
+            |t| &t.partitions,
+            |p| p.partition,
+        )
     }
 
     fn subset(&self, slots: &[Slot]) -> Self {
         let mut out = self.clone();
-        out.topics = by_topic(slots)
-            .into_iter()
-            .map(|(t, ps)| {
-                let mut topic = self.topics[t].clone();
-                topic.partitions = keep(&topic.partitions, |i| ps.contains(&i));
-                topic
-            })
-            .collect();
+        out.topics = subset_topics(&self.topics, slots, |t| &mut t.partitions);
         // Sessionless: each part is a full fetch of its partitions.
         out.session_id = 0;
         out.session_epoch = -1;
