@@ -40,8 +40,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetS
 
 import kafka_wire as wire
 from cluster import metadata_request, read_partitions, verify_acknowledged
-from conftest import _set_pdeathsig, parse_prometheus, rdkafka_conf, run_kcat, wait_until
-from test_groups import QUICKSTART_CONSUMER, QUICKSTART_PRODUCER, Worker, stable_split, workers  # noqa: F401
+from conftest import parse_prometheus, rdkafka_conf, run_kcat, wait_until
+from test_groups import Worker, quickstart_consumer, stable_split, workers  # noqa: F401
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
@@ -326,33 +326,8 @@ def test_readme_quickstart_through_relay_every_record_in_its_partition(fwd, tmp_
     create_spread_topic(c, "test_topic")
     address = c.relay_bootstrap
     assert address.startswith("localhost:")
-    consumer_code = QUICKSTART_CONSUMER.replace("localhost:9092", address)
-    producer_code = QUICKSTART_PRODUCER.replace("localhost:9092", address)
-    assert consumer_code != QUICKSTART_CONSUMER and producer_code != QUICKSTART_PRODUCER
-
-    lines: list[str] = []
-    err_path = tmp_path / "quickstart-consumer.stderr"
-    with open(err_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-u", "-c", consumer_code], stdout=subprocess.PIPE,
-                                stderr=err, text=True, preexec_fn=_set_pdeathsig)
-    reader = threading.Thread(target=lambda: [lines.append(l.rstrip("\n")) for l in proc.stdout], daemon=True)
-    reader.start()
-    try:
-        # The consumer starts at the end: run the producer until it has joined and prints.
-        deadline = time.monotonic() + 60
-        runs = 0
-        while "hello world" not in lines and time.monotonic() < deadline:
-            assert proc.poll() is None, f"quick-start consumer exited {proc.returncode}: {err_path.read_text()[-3000:]}"
-            p = subprocess.run([sys.executable, "-c", producer_code], capture_output=True, text=True, timeout=60)
-            assert p.returncode == 0, f"quick-start producer failed through the relay: {p.stderr[-3000:]}"
-            runs += 1
-            try:
-                wait_until(lambda: "hello world" in lines, timeout=2, msg="hello world")
-            except AssertionError:
-                pass
-        assert "hello world" in lines, (f"the quick-start consumer printed {lines!r} after {runs} producer runs; "
-                                        f"stderr:\n{err_path.read_text(errors='replace')[-3000:]}")
-
+    # The consumer starts at the end: the producer runs until it has joined and prints.
+    with quickstart_consumer(address, tmp_path, timeout=60) as (lines, runs):
         # kafka-python, explicit partitions and keys, through the relay.
         producer = KafkaProducer(bootstrap_servers=address)
         try:
@@ -419,9 +394,6 @@ def test_readme_quickstart_through_relay_every_record_in_its_partition(fwd, tmp_
 
         wait_until(committed_at_end, timeout=30, interval=0.5,
                    msg=f"test_group's committed offsets == end offsets {read.high_watermarks}")
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 # ---------------------------------------------------------------------------------------------

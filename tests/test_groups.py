@@ -8,6 +8,7 @@ line per event; the test reads those lines and waits on conditions, never on sle
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -326,13 +327,14 @@ consumer.close()
 """
 
 
-def test_quickstart_group_consumer_prints_hello_world(broker, tmp_path):
-    """The consumer starts at the end (auto_offset_reset='latest'), so the producer runs until the
-    consumer, once it has joined, prints the value (default broker settings: 3 s initial
-    rebalance delay, 50 offsets partitions)."""
-    address = f"localhost:{broker.port}"
+@contextlib.contextmanager
+def quickstart_consumer(address: str, tmp_path, timeout: float):
+    """Runs the README's group consumer against `address` and the README's producer until the
+    consumer, once it has joined (it starts at the end), prints the value. Yields the lines it
+    printed (still growing) and how many producer runs that took; the consumer is killed after."""
     consumer_code = QUICKSTART_CONSUMER.replace("localhost:9092", address)
     producer_code = QUICKSTART_PRODUCER.replace("localhost:9092", address)
+    assert address == "localhost:9092" or consumer_code != QUICKSTART_CONSUMER
     lines: list[str] = []
     err_path = tmp_path / "quickstart-consumer.stderr"
     with open(err_path, "wb") as err:
@@ -341,12 +343,12 @@ def test_quickstart_group_consumer_prints_hello_world(broker, tmp_path):
     reader = threading.Thread(target=lambda: [lines.append(l.rstrip("\n")) for l in proc.stdout], daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 45
+        deadline = time.monotonic() + timeout
         runs = 0
         while "hello world" not in lines and time.monotonic() < deadline:
             assert proc.poll() is None, f"quick-start consumer exited {proc.returncode}: {err_path.read_text()[-3000:]}"
             p = subprocess.run([sys.executable, "-c", producer_code], capture_output=True, text=True, timeout=60)
-            assert p.returncode == 0, f"quick-start producer failed: {p.stderr[-2000:]}"
+            assert p.returncode == 0, f"quick-start producer failed against {address}: {p.stderr[-3000:]}"
             runs += 1
             try:
                 wait_until(lambda: "hello world" in lines, timeout=2, msg="hello world")
@@ -355,6 +357,18 @@ def test_quickstart_group_consumer_prints_hello_world(broker, tmp_path):
         assert "hello world" in lines, (
             f"the quick-start consumer printed {lines!r} after {runs} producer runs; stderr:\n"
             + err_path.read_text(errors='replace')[-3000:])
+        yield lines, runs
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_quickstart_group_consumer_prints_hello_world(broker, tmp_path):
+    """The consumer starts at the end (auto_offset_reset='latest'), so the producer runs until the
+    consumer, once it has joined, prints the value (default broker settings: 3 s initial
+    rebalance delay, 50 offsets partitions)."""
+    address = f"localhost:{broker.port}"
+    with quickstart_consumer(address, tmp_path, timeout=45) as (lines, runs):
         assert set(lines) == {"hello world"}, lines
         # It printed no more than was produced, and only values produced after it joined.
         assert len(lines) <= runs
@@ -372,9 +386,6 @@ def test_quickstart_group_consumer_prints_hello_world(broker, tmp_path):
             return offs.get(("test_topic", 0)) == runs and offs
 
         wait_until(committed_end, timeout=20, interval=0.5, msg="auto-committed offset == end of test_topic-0")
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 # ---------------------------------------------------------------------------------------------
